@@ -1,0 +1,1 @@
+# kiln_add_kernels(): filled in by the CMake-integration work

@@ -1,0 +1,80 @@
+// Bundles: many images (cubins, PTX, source) of one kernel library in one validated file.
+// The on-disk layout lives in kiln/bundle_format.hpp and docs/bundle-format.md.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "kiln/catalog.hpp"
+#include "kiln/error.hpp"
+#include "kiln/hash.hpp"
+
+namespace kiln {
+
+enum class Codec : std::uint16_t { None = 0, Zstd = 1 };
+[[nodiscard]] const char* codec_name(Codec codec) noexcept;  // "none", "zstd"
+
+// One image as the compiler produces it and the runtime consumes it (bytes uncompressed).
+struct Image {
+  ImageTarget target;
+  std::vector<std::string> kernels;  // mangled names of every __global__ in it
+  Bytes bytes;
+};
+
+// Free-form key/value metadata; the writer always sets "producer" and "toolkit".
+struct BundleMetadata {
+  std::vector<std::pair<std::string, std::string>> entries;
+  [[nodiscard]] std::optional<std::string> get(std::string_view key) const;
+};
+
+struct WriteOptions {
+  Codec codec = Codec::Zstd;
+  int level = 19;
+  // Let an image name a sibling (same kind, nearest architecture) as its zstd dictionary.
+  bool dictionaries = true;
+};
+
+// Serializes images into a bundle. Identical images are stored once. Deterministic:
+// the same images, metadata and options give byte-identical output.
+[[nodiscard]] Result<Bytes> write_bundle(const std::vector<Image>& images, const BundleMetadata& metadata,
+                                         const WriteOptions& options = {});
+
+// What the table says about one image, validated but not yet decompressed.
+struct ImageInfo {
+  ImageTarget target;
+  Codec codec = Codec::None;
+  std::uint64_t raw_size = 0;
+  std::uint64_t stored_size = 0;  // 0 for an image that shares the bytes of an identical one
+  std::uint64_t content_hash = 0; // checksum64 of the raw bytes
+  std::vector<std::string> kernels;
+};
+
+// A validated bundle. open() checks every header field, offset and size before anything is
+// used; extract() bounds decompression by the declared raw size and verifies the content hash.
+class Bundle {
+ public:
+  // `bytes` must outlive the Bundle (embedded bundles are static data, so nothing is copied).
+  [[nodiscard]] static Result<Bundle> open(ByteView bytes, std::string name = "bundle");
+  [[nodiscard]] static Result<Bundle> open_file(const std::filesystem::path& path);
+
+  [[nodiscard]] const std::string& name() const noexcept;
+  [[nodiscard]] std::uint32_t format_version() const noexcept;
+  [[nodiscard]] const BundleMetadata& metadata() const noexcept;
+  [[nodiscard]] const std::vector<ImageInfo>& images() const noexcept;
+  [[nodiscard]] std::vector<ImageTarget> targets() const;
+  [[nodiscard]] std::uint64_t file_size() const noexcept;
+  // checksum64 of the whole file: identifies the bundle (e.g. in cache keys).
+  [[nodiscard]] std::uint64_t file_hash() const noexcept;
+
+  [[nodiscard]] Result<Bytes> extract(std::size_t index) const;
+
+ private:
+  struct State;
+  std::shared_ptr<const State> state_;
+};
+
+}  // namespace kiln

@@ -1,0 +1,60 @@
+// The offline compiler: CUDA C++ sources -> images (a cubin per architecture, PTX, source),
+// through NVRTC loaded at run time. Also the NVRTC entry points the runtime's source JIT uses.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "kiln/bundle.hpp"
+#include "kiln/catalog.hpp"
+#include "kiln/error.hpp"
+
+namespace kiln {
+
+struct NvrtcInfo {
+  int major = 0;
+  int minor = 0;
+  std::string library_path;                    // the shared object that was loaded
+  std::vector<ComputeCapability> supported;    // nvrtcGetSupportedArchs
+};
+
+// Loads NVRTC (libnvrtc.so.<major> first) once per process; a clear error if absent or too old.
+[[nodiscard]] Result<NvrtcInfo> nvrtc_info();
+
+struct CompileProgress {
+  std::size_t done = 0;
+  std::size_t total = 0;
+  std::string current;  // "ops.cu for sm_90"
+  bool cached = false;
+};
+
+struct CompileOptions {
+  std::vector<Arch> cubin_archs;                  // one cubin each
+  std::vector<Arch> ptx_archs;                    // one PTX each (usually zero or one)
+  bool embed_source = false;
+  std::vector<std::filesystem::path> include_dirs;
+  std::vector<std::string> defines;               // "NAME" or "NAME=VALUE"
+  unsigned jobs = 0;                              // 0: one per hardware thread
+  std::optional<std::filesystem::path> cache_dir; // content-hash compile cache; nullopt: none
+  std::function<void(const CompileProgress&)> on_progress;
+};
+
+struct CompileOutput {
+  std::vector<Image> images;                       // one per (source, target), kernel names filled
+  std::vector<std::filesystem::path> dependencies; // every file read, for depfiles
+};
+
+// Compiles all sources for all targets in parallel. A compile error carries the NVRTC log
+// (file and line) in Error::log. Output order is deterministic (source order, then target).
+[[nodiscard]] Result<CompileOutput> compile(const std::vector<std::filesystem::path>& sources,
+                                            const CompileOptions& options);
+
+// Run-time JIT of a source image (as written by compile() with embed_source) for one
+// architecture: returns the cubin.
+[[nodiscard]] Result<Bytes> compile_source_image(ByteView source_image, Arch arch);
+
+}  // namespace kiln

@@ -1,0 +1,122 @@
+// The runtime: load a bundle, pick the right image for each GPU, JIT what has no cubin
+// (lazily, in parallel, once, through the persistent cache), and launch kernels.
+// The CUDA driver is loaded at run time; nothing CUDA is linked.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "kiln/bundle.hpp"
+#include "kiln/cache.hpp"
+#include "kiln/catalog.hpp"
+#include "kiln/error.hpp"
+#include "kiln/select.hpp"
+
+// The driver's own handle types, declared as cuda.h declares them so both headers can meet.
+struct CUstream_st;
+using CUstream = CUstream_st*;
+
+namespace kiln {
+
+struct Dim3 {
+  unsigned x = 1, y = 1, z = 1;
+};
+
+enum class LogLevel { Off, Error, Warn, Info, Debug };
+
+struct RuntimeOptions {
+  bool force_jit = false;      // KILN_FORCE_JIT=1
+  bool disable_jit = false;    // KILN_DISABLE_JIT=1
+  bool cache_disabled = false; // KILN_CACHE_DISABLE=1
+  std::filesystem::path cache_dir = DiskCache::default_directory();  // KILN_CACHE_DIR
+  CachePolicy cache_policy;                                           // KILN_CACHE_MAX_SIZE
+  LogLevel log_level = LogLevel::Warn;                                // KILN_LOG
+  unsigned jit_threads = 0;                                           // 0: one per hardware thread
+
+  [[nodiscard]] static RuntimeOptions from_environment();
+};
+
+// How one kernel became ready on one device, and what it cost.
+struct KernelRecord {
+  std::string kernel;    // readable (demangled) name
+  std::string mangled;
+  int device = 0;
+  std::string device_arch;  // "sm_90"
+  std::string image;        // the image used: "sm_90", "compute_80", "source"
+  Path path = Path::AotExact;
+  double milliseconds = 0;  // load, or compile + load
+};
+
+struct GpuInfo {
+  int ordinal = 0;
+  std::string name;
+  ComputeCapability cc;
+};
+
+class Kernel {
+ public:
+  // Checks the argument count and sizes against the kernel's parameters on first launch
+  // (every launch in debug builds); errors name the kernel.
+  template <class... Args>
+  Result<void> launch(Dim3 grid, Dim3 block, unsigned shared_bytes, CUstream stream, const Args&... args) const {
+    void* pointers[] = {const_cast<void*>(static_cast<const void*>(&args))..., nullptr};
+    const std::size_t sizes[] = {sizeof(Args)..., 0};
+    return launch_raw(grid, block, shared_bytes, stream, pointers, sizes, sizeof...(Args));
+  }
+  Result<void> launch_raw(Dim3 grid, Dim3 block, unsigned shared_bytes, CUstream stream, void** args,
+                          const std::size_t* sizes, std::size_t count) const;
+
+  [[nodiscard]] const KernelRecord& record() const;
+  [[nodiscard]] void* native_handle() const noexcept;  // CUfunction
+
+  struct State;
+  explicit Kernel(std::shared_ptr<State> state) : state_(std::move(state)) {}
+
+ private:
+  std::shared_ptr<State> state_;
+};
+
+class Module {
+ public:
+  // By readable ("add_kernel<float>") or mangled name. device -1: the calling thread's current
+  // CUDA context's device, else device 0. Loads or compiles on first use only.
+  [[nodiscard]] Result<Kernel> kernel(std::string_view name, int device = -1) const;
+  // Every kernel ready on `device`, compiled in parallel: what `kiln prewarm` does.
+  Result<void> prepare_all(int device = -1) const;
+  // Every kernel name the bundle lists (readable).
+  [[nodiscard]] std::vector<std::string> kernel_names() const;
+  [[nodiscard]] std::vector<KernelRecord> records() const;
+  [[nodiscard]] const Bundle& bundle() const;
+
+  struct State;
+  explicit Module(std::shared_ptr<State> state) : state_(std::move(state)) {}
+
+ private:
+  std::shared_ptr<State> state_;
+};
+
+class Runtime {
+ public:
+  // Fails with a clear error when libcuda.so.1 is missing or no device is usable.
+  [[nodiscard]] static Result<Runtime> create(const RuntimeOptions& options = RuntimeOptions::from_environment());
+
+  [[nodiscard]] Result<Module> load(ByteView bundle, std::string name = "bundle") const;
+  [[nodiscard]] Result<Module> load_file(const std::filesystem::path& path) const;
+
+  [[nodiscard]] const std::vector<GpuInfo>& gpus() const;
+  [[nodiscard]] int driver_version() const;  // e.g. 13000
+  [[nodiscard]] const RuntimeOptions& options() const;
+
+  struct State;
+  explicit Runtime(std::shared_ptr<State> state) : state_(std::move(state)) {}
+
+ private:
+  std::shared_ptr<State> state_;
+};
+
+}  // namespace kiln
