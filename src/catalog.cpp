@@ -118,13 +118,16 @@ std::string ImageTarget::name() const {
 }
 
 std::optional<Arch> parse_arch(std::string_view text, ImageKind* kind) {
-  std::string word = normalize(text);
+  std::string word;
+  for (char c : text) {
+    if (c != ' ' && c != '\t') word.push_back(static_cast<char>(std::tolower(static_cast<unsigned char>(c))));
+  }
   std::string_view rest = word;
   ImageKind parsed_kind = ImageKind::Cubin;
-  if (rest.starts_with("sm")) {
-    rest.remove_prefix(2);
-  } else if (rest.starts_with("compute")) {
-    rest.remove_prefix(7);
+  if (rest.starts_with("sm_")) {
+    rest.remove_prefix(3);
+  } else if (rest.starts_with("compute_")) {
+    rest.remove_prefix(8);
     parsed_kind = ImageKind::Ptx;
   }
   Arch arch;
@@ -203,9 +206,14 @@ const Device* find_device(std::string_view name) {
 
 std::vector<std::string> closest_device_names(std::string_view word, std::size_t count) {
   const std::string wanted = normalize(word);
+  // Ranked by edit distance, then by the longest shared prefix ("h10" is nearer h100 than a10).
   std::vector<std::pair<std::size_t, std::string>> scored;
   auto consider = [&](std::string_view name) {
-    scored.emplace_back(edit_distance(wanted, normalize(name)), std::string(name));
+    const std::string candidate = normalize(name);
+    const auto mismatch = std::mismatch(wanted.begin(), wanted.end(), candidate.begin(), candidate.end());
+    const auto shared_prefix = static_cast<std::size_t>(mismatch.first - wanted.begin());
+    scored.emplace_back(edit_distance(wanted, candidate) * 64 + (63 - std::min<std::size_t>(shared_prefix, 63)),
+                        std::string(name));
   };
   for (const Device& device : devices()) {
     consider(device.name);
@@ -217,7 +225,7 @@ std::vector<std::string> closest_device_names(std::string_view word, std::size_t
   const std::size_t limit = std::max<std::size_t>(2, wanted.size() / 3);
   std::vector<std::string> names;
   for (const auto& [distance, name] : scored) {
-    if (distance > limit || names.size() == count) break;
+    if (distance / 64 > limit || names.size() == count) break;
     names.push_back(name);
   }
   return names;

@@ -89,7 +89,7 @@ Result<std::vector<Arch>> parse_device_list(std::string_view text, const DeviceL
       continue;
     }
     ImageKind kind = ImageKind::Cubin;
-    if (auto arch = parse_arch(word, &kind); arch && (word.starts_with("sm_") || word.starts_with("sm"))) {
+    if (auto arch = parse_arch(word, &kind); arch && kind == ImageKind::Cubin && word.starts_with("sm_")) {
       auto valid = checked(*arch, word, context);
       if (!valid) return valid.error();
       archs.push_back(*valid);
