@@ -53,6 +53,10 @@ struct CompileOutput {
 [[nodiscard]] Result<CompileOutput> compile(const std::vector<std::filesystem::path>& sources,
                                             const CompileOptions& options);
 
+// "_Z5scaleIfEvPT_S0_i" -> "void scale<float>(float*, float, int)"; other names unchanged.
+// (Implemented in src/demangle.cpp.)
+[[nodiscard]] std::string demangle(std::string_view mangled);
+
 // Run-time JIT of a source image (as written by compile() with embed_source) for one
 // architecture: returns the cubin.
 [[nodiscard]] Result<Bytes> compile_source_image(ByteView source_image, Arch arch);

@@ -1,0 +1,3 @@
+__global__ void broken(float* data) {
+  data[0] = undeclared_name;
+}
