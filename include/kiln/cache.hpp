@@ -3,12 +3,14 @@
 #pragma once
 
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <filesystem>
 #include <functional>
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "kiln/error.hpp"
@@ -35,7 +37,18 @@ struct CachePolicy {
 };
 
 // Parses "1G", "512M", "100k", "12345" (bytes); Usage error otherwise.
+// Units are binary (k = 1024) and case-insensitive, an optional "B" / "iB" may follow ("1GiB");
+// a fraction is allowed with a unit ("1.5G", rounded down to whole bytes), not without one.
 [[nodiscard]] Result<std::uint64_t> parse_size(std::string_view text);
+
+// The entry file (docs/cache.md): "kiln-<32 hex>.bin" holding a 48-byte little-endian header
+// (magic, format version, header size, the full key, payload size, XXH3-64 of the payload)
+// and the payload. parse_cache_entry reads untrusted bytes: every field is checked, and the
+// error names the check that failed.
+inline constexpr std::size_t kCacheEntryHeaderBytes = 48;
+[[nodiscard]] std::string cache_entry_file_name(const Hash128& key);
+[[nodiscard]] Bytes encode_cache_entry(const Hash128& key, ByteView payload);
+[[nodiscard]] Result<Bytes> parse_cache_entry(ByteView file, const Hash128& expected_key);
 
 struct CacheEntryInfo {
   std::string key;  // hex
@@ -48,11 +61,24 @@ struct CacheStats {
   std::uint64_t entries = 0;
   std::uint64_t bytes = 0;
   std::uint64_t max_bytes = 0;
+  // What this DiskCache object saw since it was made (not the other processes sharing the directory).
+  std::uint64_t hits = 0;
+  std::uint64_t misses = 0;
+  std::uint64_t writes = 0;
+  std::uint64_t corrupt_removed = 0;  // unreadable, corrupt, wrong-version or wrong-key entries deleted
+  bool writable = true;
 };
 
-// Where cache writes go wrong; tests inject ENOSPC / EROFS here.
+// How the cache meets the outside world: the fault seam for tests and the warning sink.
 struct CacheFaults {
-  std::function<int(std::string_view operation)> inject;  // returns an errno to fail with, 0 to proceed
+  // Called before each system call that can fail with the operation's name ("mkdir", "open-temp",
+  // "write", "close", "rename", "lock", "read"); returns an errno to fail with (EINTR is retried
+  // like a real interruption), 0 to proceed. Tests inject ENOSPC / EROFS here.
+  std::function<int(std::string_view operation)> inject;
+  // Receives the cache's warnings (at most one per DiskCache: when it turns itself off), one
+  // sentence without a trailing newline; may be called from any thread. Empty: "kiln: warning: ..."
+  // on stderr. The runtime plugs its KILN_LOG logger in here.
+  std::function<void(std::string_view message)> warn;
 };
 
 class DiskCache {
@@ -63,6 +89,8 @@ class DiskCache {
   // KILN_CACHE_DIR / XDG_CACHE_HOME / ~/.cache + /kiln, KILN_CACHE_MAX_SIZE.
   [[nodiscard]] static std::filesystem::path default_directory();
   [[nodiscard]] static CachePolicy policy_from_environment();
+  // The same; an invalid KILN_CACHE_MAX_SIZE goes to `warn` (stderr when empty) and the default is used.
+  [[nodiscard]] static CachePolicy policy_from_environment(const std::function<void(std::string_view)>& warn);
 
   // A verified entry, or nullopt (absent, unreadable, corrupt: a corrupt one is deleted).
   [[nodiscard]] std::optional<Bytes> get(const Hash128& key);
@@ -70,14 +98,21 @@ class DiskCache {
   Result<void> put(const Hash128& key, ByteView value);
 
   // Single-flight across threads and processes: the first caller computes (under a per-key
-  // lock that dies with its holder), the rest wait and read. `hit` tells which happened.
+  // lock that dies with its holder), the rest wait and read. `hit` tells which happened: true
+  // when the value came from disk (also when another process computed it while we waited);
+  // threads that waited on another thread of this DiskCache get that thread's answer and flag.
+  // With the cache refused or unwritable the value is computed and returned, not kept.
   [[nodiscard]] Result<Bytes> get_or_compute(const Hash128& key, const std::function<Result<Bytes>()>& compute,
                                              bool* hit = nullptr);
 
+  // A directory not made yet holds nothing; a refused one (symlink, another owner) is an error.
   [[nodiscard]] Result<CacheStats> stats() const;
+  // Entries sorted by last use, most recent first.
   [[nodiscard]] Result<std::vector<CacheEntryInfo>> list() const;
-  // Evicts least recently used entries until the total is within max_bytes.
+  // Evicts least recently used entries until the total is within max_bytes; returns how many.
+  // Also removes temp files left by writers that died (older than an hour) and unheld lock files.
   Result<std::uint64_t> prune(const CachePolicy& policy);
+  // Removes every entry (returns how many), unheld lock files and stale temp files; nothing else.
   Result<std::uint64_t> clear();
 
   // False once a write failed (read-only dir, full disk): one warning was logged then.

@@ -1,0 +1,147 @@
+#include "cache_files.hpp"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+
+namespace kiln::cache_files {
+namespace {
+
+struct flock whole_file_write_lock() {
+  struct flock lock {};
+  lock.l_type = F_WRLCK;
+  lock.l_whence = SEEK_SET;
+  lock.l_start = 0;
+  lock.l_len = 0;  // to the end of the file, however long
+  return lock;
+}
+
+}  // namespace
+
+int injected_error(const FaultHook& inject, std::string_view operation) {
+  return inject ? inject(operation) : 0;
+}
+
+FileDescriptor& FileDescriptor::operator=(FileDescriptor&& other) noexcept {
+  if (this != &other) {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = other.fd_;
+    other.fd_ = -1;
+  }
+  return *this;
+}
+
+FileDescriptor::~FileDescriptor() {
+  // Descriptors closed here were only read or locked: nothing to lose if close fails.
+  if (fd_ >= 0) ::close(fd_);
+}
+
+int FileDescriptor::close_checked() noexcept {
+  if (fd_ < 0) return 0;
+  const int result = ::close(fd_);
+  fd_ = -1;  // Linux releases the descriptor even when close fails; retrying could close another's
+  return result == 0 ? 0 : errno;
+}
+
+int write_all(int fd, ByteView bytes, const FaultHook& inject) {
+  std::size_t written = 0;
+  while (written < bytes.size()) {
+    if (const int error = injected_error(inject, "write")) {
+      if (error == EINTR) continue;
+      return error;
+    }
+    const ssize_t count = ::write(fd, bytes.data() + written, bytes.size() - written);
+    if (count < 0) {
+      if (errno == EINTR) continue;
+      return errno;
+    }
+    if (count == 0) return EIO;  // a regular file that accepts nothing would loop forever
+    written += static_cast<std::size_t>(count);
+  }
+  return 0;
+}
+
+int read_all(int fd, std::uint64_t limit, Bytes& out, const FaultHook& inject) {
+  constexpr std::size_t kChunk = 1 << 16;
+  out.clear();
+  while (out.size() < limit) {
+    if (const int error = injected_error(inject, "read")) {
+      if (error == EINTR) continue;
+      return error;
+    }
+    const std::size_t old_size = out.size();
+    const std::size_t want = static_cast<std::size_t>(std::min<std::uint64_t>(kChunk, limit - old_size));
+    out.resize(old_size + want);
+    const ssize_t count = ::read(fd, out.data() + old_size, want);
+    if (count < 0) {
+      out.resize(old_size);
+      if (errno == EINTR) continue;
+      return errno;
+    }
+    out.resize(old_size + static_cast<std::size_t>(count));
+    if (count == 0) break;
+  }
+  return 0;
+}
+
+int make_private_directories(const std::filesystem::path& directory, const FaultHook& inject) {
+  std::filesystem::path prefix;
+  for (const std::filesystem::path& component : directory) {
+    prefix /= component;
+    struct stat existing {};
+    if (::stat(prefix.c_str(), &existing) == 0 && S_ISDIR(existing.st_mode)) continue;
+    if (const int error = injected_error(inject, "mkdir")) return error;
+    if (::mkdir(prefix.c_str(), 0700) != 0 && errno != EEXIST) return errno;
+  }
+  return 0;
+}
+
+bool same_file(const struct stat& a, const struct stat& b) noexcept {
+  return a.st_dev == b.st_dev && a.st_ino == b.st_ino;
+}
+
+int EntryLock::acquire(const std::filesystem::path& lock_path, const FaultHook& inject) {
+  path_ = lock_path;
+  for (;;) {
+    if (const int error = injected_error(inject, "lock")) return error;
+    FileDescriptor descriptor(::open(lock_path.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600));
+    if (!descriptor.valid()) return errno;
+    struct flock lock = whole_file_write_lock();
+    while (::fcntl(descriptor.get(), F_OFD_SETLKW, &lock) != 0) {
+      if (errno != EINTR) return errno;
+    }
+    // The previous holder (or a pruner) may have unlinked the file we waited on; a lock on an
+    // unlinked file excludes nobody, so lock whatever the name points to now.
+    struct stat held {};
+    struct stat named {};
+    if (::fstat(descriptor.get(), &held) != 0) return errno;
+    if (::lstat(lock_path.c_str(), &named) == 0 && same_file(held, named)) {
+      descriptor_ = std::move(descriptor);
+      return 0;
+    }
+  }
+}
+
+EntryLock::~EntryLock() {
+  if (!descriptor_.valid()) return;
+  // Unlink while still holding the lock, so nobody else can be relying on this inode. Failure
+  // (someone removed it by hand) leaves at most an empty file that prune() removes later.
+  (void)::unlink(path_.c_str());
+}
+
+bool remove_unheld_lock_file(const std::filesystem::path& lock_path) {
+  FileDescriptor descriptor(::open(lock_path.c_str(), O_RDWR | O_NOFOLLOW | O_CLOEXEC));
+  if (!descriptor.valid()) return false;
+  struct flock lock = whole_file_write_lock();
+  if (::fcntl(descriptor.get(), F_OFD_SETLK, &lock) != 0) return false;  // held: someone is computing
+  struct stat held {};
+  struct stat named {};
+  if (::fstat(descriptor.get(), &held) != 0 || ::lstat(lock_path.c_str(), &named) != 0 || !same_file(held, named)) {
+    return false;
+  }
+  return ::unlink(lock_path.c_str()) == 0;
+}
+
+}  // namespace kiln::cache_files
