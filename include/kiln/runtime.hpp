@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -14,20 +15,16 @@
 #include "kiln/bundle.hpp"
 #include "kiln/cache.hpp"
 #include "kiln/catalog.hpp"
+#include "kiln/driver.hpp"  // Dim3, GpuInfo, CUstream; the Driver and JitCompiler interfaces
 #include "kiln/error.hpp"
 #include "kiln/select.hpp"
 
-// The driver's own handle types, declared as cuda.h declares them so both headers can meet.
-struct CUstream_st;
-using CUstream = CUstream_st*;
-
 namespace kiln {
 
-struct Dim3 {
-  unsigned x = 1, y = 1, z = 1;
-};
-
 enum class LogLevel { Off, Error, Warn, Info, Debug };
+// Receives each log line at or below the runtime's level: one sentence, no "kiln: " prefix, no
+// newline; called from any thread.
+using LogSink = std::function<void(LogLevel level, std::string_view message)>;
 
 struct RuntimeOptions {
   bool force_jit = false;      // KILN_FORCE_JIT=1
@@ -37,7 +34,10 @@ struct RuntimeOptions {
   CachePolicy cache_policy;                                           // KILN_CACHE_MAX_SIZE
   LogLevel log_level = LogLevel::Warn;                                // KILN_LOG
   unsigned jit_threads = 0;                                           // 0: one per hardware thread
+  LogSink log_sink;  // empty: "kiln: ..." lines on stderr
 
+  // Reads the KILN_* variables above; a value it cannot read is warned about on stderr and
+  // the default is kept.
   [[nodiscard]] static RuntimeOptions from_environment();
 };
 
@@ -50,12 +50,6 @@ struct KernelRecord {
   std::string image;        // the image used: "sm_90", "compute_80", "source"
   Path path = Path::AotExact;
   double milliseconds = 0;  // load, or compile + load
-};
-
-struct GpuInfo {
-  int ordinal = 0;
-  std::string name;
-  ComputeCapability cc;
 };
 
 class Kernel {
@@ -104,6 +98,9 @@ class Runtime {
  public:
   // Fails with a clear error when libcuda.so.1 is missing or no device is usable.
   [[nodiscard]] static Result<Runtime> create(const RuntimeOptions& options = RuntimeOptions::from_environment());
+  // Over a given driver and JIT compiler: how tests run the runtime without a GPU.
+  [[nodiscard]] static Result<Runtime> create(std::shared_ptr<Driver> driver, std::shared_ptr<JitCompiler> jit,
+                                              const RuntimeOptions& options = RuntimeOptions::from_environment());
 
   [[nodiscard]] Result<Module> load(ByteView bundle, std::string name = "bundle") const;
   [[nodiscard]] Result<Module> load_file(const std::filesystem::path& path) const;
@@ -111,6 +108,8 @@ class Runtime {
   [[nodiscard]] const std::vector<GpuInfo>& gpus() const;
   [[nodiscard]] int driver_version() const;  // e.g. 13000
   [[nodiscard]] const RuntimeOptions& options() const;
+  // The driver the runtime uses, e.g. to make a GPU's context current before allocating on it.
+  [[nodiscard]] const std::shared_ptr<Driver>& driver() const;
 
   struct State;
   explicit Runtime(std::shared_ptr<State> state) : state_(std::move(state)) {}
