@@ -1,0 +1,57 @@
+// Opens the bundle that kiln_add_kernels() embedded in this executable and checks what it
+// holds: a cubin for sm_80 and sm_90 and PTX for compute_80, each with both kernels. Needs no
+// GPU (nothing is loaded on a device).
+#include <kiln/bundle.hpp>
+#include <kiln/bundles/app.hpp>
+
+#include <algorithm>
+#include <cstdio>
+#include <set>
+#include <string>
+
+namespace {
+
+bool has_kernel(const kiln::ImageInfo& image, const std::string& part) {
+  return std::any_of(image.kernels.begin(), image.kernels.end(),
+                     [&](const std::string& name) { return name.find(part) != std::string::npos; });
+}
+
+}  // namespace
+
+int main() {
+  const kiln::BundleView view = kiln::bundles::app();
+  std::printf("embedded bundle: %zu bytes at %p\n", view.size(), static_cast<const void*>(view.data()));
+  if (view.size() == 0) {
+    std::fprintf(stderr, "FAIL: the embedded bundle is empty\n");
+    return 1;
+  }
+  auto bundle = kiln::Bundle::open(view, "app");
+  if (!bundle) {
+    std::fprintf(stderr, "FAIL: %s\n", bundle.error().describe().c_str());
+    return 1;
+  }
+  int failures = 0;
+  std::set<std::string> targets;
+  for (const kiln::ImageInfo& image : bundle->images()) {
+    const std::string target = image.target.name();
+    targets.insert(target);
+    std::printf("image %-10s %zu kernels:", target.c_str(), image.kernels.size());
+    for (const std::string& kernel : image.kernels) std::printf(" %s", kernel.c_str());
+    std::printf("\n");
+    if (target == "source") continue;
+    for (const char* kernel : {"consumer_axpy", "consumer_scale"}) {
+      if (!has_kernel(image, kernel)) {
+        std::fprintf(stderr, "FAIL: image %s lacks kernel %s\n", target.c_str(), kernel);
+        ++failures;
+      }
+    }
+  }
+  for (const char* expected : {"sm_80", "sm_90", "compute_80"}) {
+    if (targets.count(expected) == 0) {
+      std::fprintf(stderr, "FAIL: no %s image\n", expected);
+      ++failures;
+    }
+  }
+  if (failures == 0) std::printf("OK: %zu images\n", bundle->images().size());
+  return failures == 0 ? 0 : 1;
+}
