@@ -6,6 +6,7 @@
 
 #include "commands.hpp"
 #include "kiln/cache.hpp"
+#include "kiln/doctor.hpp"
 #include "kiln/runtime.hpp"
 
 namespace kiln::cli {
@@ -62,18 +63,15 @@ Result<void> run_cache(const std::string& action, const std::string& max_size, b
 Result<void> run_prewarm(const std::filesystem::path& file) {
   auto runtime = Runtime::create();
   if (!runtime) return runtime.error();
-  auto module = runtime->load_file(file);
-  if (!module) return module.error();
-  for (const GpuInfo& gpu : runtime->gpus()) {
-    if (auto ready = module->prepare_all(gpu.ordinal); !ready) return ready;
-  }
+  auto records = prewarm(*runtime, file);
+  if (!records) return records.error();
   double total_ms = 0;
-  for (const KernelRecord& record : module->records()) {
+  for (const KernelRecord& record : *records) {
     std::printf("GPU %d %-7s %-15s %-12s %9.1f ms  %s\n", record.device, record.device_arch.c_str(), path_name(record.path),
                 record.image.c_str(), record.milliseconds, record.kernel.c_str());
     total_ms += record.milliseconds;
   }
-  std::printf("%zu kernels ready on %zu GPU(s), %.1f ms of load and compile work\n", module->records().size(),
+  std::printf("%zu kernels ready on %zu GPU(s), %.1f ms of load and compile work\n", records->size(),
               runtime->gpus().size(), total_ms);
   return {};
 }
