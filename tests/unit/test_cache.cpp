@@ -169,7 +169,7 @@ TEST(CacheKey, IsStableAndThirtyTwoHexDigits) {
 // ---------------------------------------------------------------------------------------------
 // Sizes
 
-TEST(ParseSize, AcceptsBytesAndBinaryUnits) {
+TEST(CacheParseSize, AcceptsBytesAndBinaryUnits) {
   const std::vector<std::pair<std::string, std::uint64_t>> cases = {
       {"12345", 12345},          {"0", 0},
       {"100k", 100 * 1024},      {"100K", 100 * 1024},
@@ -188,7 +188,7 @@ TEST(ParseSize, AcceptsBytesAndBinaryUnits) {
   }
 }
 
-TEST(ParseSize, RejectsEverythingElseAsUsageError) {
+TEST(CacheParseSize, RejectsEverythingElseAsUsageError) {
   for (const char* text : {"", " ", "G", "-1", "+1", "1.5", "1X", "1GB2", "1.G", ".5G", "1 G", "1iB", "1e9",
                            "18446744073709551616", "16777216T", "99999999999999999999999", "1,5G", "0x10"}) {
     Result<std::uint64_t> size = parse_size(text);
@@ -392,7 +392,7 @@ TEST(DiskCache, DirectoryRemovedUnderUsIsMadeAgain) {
 // ---------------------------------------------------------------------------------------------
 // Corruption: always a miss, the file deleted, the value recomputed; never a wrong value.
 
-class CorruptEntry : public ::testing::Test {
+class CacheCorruptEntry : public ::testing::Test {
  protected:
   // Writes a good entry for key 1, lets `mutate` damage the file, then expects a miss that deletes
   // it and a get_or_compute that recomputes the right value.
@@ -418,7 +418,7 @@ class CorruptEntry : public ::testing::Test {
   }
 };
 
-TEST_F(CorruptEntry, BitFlipAnywhereInTheHeader) {
+TEST_F(CacheCorruptEntry, BitFlipAnywhereInTheHeader) {
   for (std::size_t bit = 0; bit < kCacheEntryHeaderBytes * 8; ++bit) {
     expect_discarded(
         [bit](const fs::path& entry) {
@@ -431,7 +431,7 @@ TEST_F(CorruptEntry, BitFlipAnywhereInTheHeader) {
   }
 }
 
-TEST_F(CorruptEntry, BitFlipInThePayload) {
+TEST_F(CacheCorruptEntry, BitFlipInThePayload) {
   for (std::size_t offset : {std::size_t{0}, std::size_t{1}, std::size_t{50}, std::size_t{99}}) {
     expect_discarded(
         [offset](const fs::path& entry) {
@@ -443,7 +443,7 @@ TEST_F(CorruptEntry, BitFlipInThePayload) {
   }
 }
 
-TEST_F(CorruptEntry, TruncatedAtEveryLength) {
+TEST_F(CacheCorruptEntry, TruncatedAtEveryLength) {
   const std::size_t full = kCacheEntryHeaderBytes + 100;
   for (std::size_t length = 0; length < full; ++length) {
     expect_discarded([length](const fs::path& entry) { fs::resize_file(entry, length); },
@@ -452,13 +452,13 @@ TEST_F(CorruptEntry, TruncatedAtEveryLength) {
   }
 }
 
-TEST_F(CorruptEntry, AnotherKeysEntryUnderThisName) {
+TEST_F(CacheCorruptEntry, AnotherKeysEntryUnderThisName) {
   expect_discarded(
       [](const fs::path& entry) { write_file(entry, encode_cache_entry(key_for(2), value_for(2, 100))); },
       "entry of key 2 under key 1's name");
 }
 
-TEST_F(CorruptEntry, AnotherFormatVersion) {
+TEST_F(CacheCorruptEntry, AnotherFormatVersion) {
   expect_discarded(
       [](const fs::path& entry) {
         Bytes file = read_file(entry);
@@ -468,7 +468,7 @@ TEST_F(CorruptEntry, AnotherFormatVersion) {
       "format version");
 }
 
-TEST_F(CorruptEntry, SymbolicLinkUnderAnEntryName) {
+TEST_F(CacheCorruptEntry, SymbolicLinkUnderAnEntryName) {
   expect_discarded(
       [](const fs::path& entry) {
         // A valid entry elsewhere, linked in: O_NOFOLLOW refuses it and only the link is removed.

@@ -1,0 +1,289 @@
+// The disk cache under processes and threads racing: every key computed exactly once across
+// all of them, every value right, and a lock holder killed with SIGKILL blocks nobody.
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "kiln/cache.hpp"
+
+namespace fs = std::filesystem;
+using namespace kiln;
+using namespace std::chrono_literals;
+
+namespace {
+
+class TempDirectory {
+ public:
+  TempDirectory() {
+    std::string pattern = (fs::temp_directory_path() / "kiln-cache-race-XXXXXX").string();
+    if (::mkdtemp(pattern.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
+    root_ = pattern;
+  }
+  ~TempDirectory() {
+    std::error_code ignored;
+    fs::remove_all(root_, ignored);
+  }
+  TempDirectory(const TempDirectory&) = delete;
+  TempDirectory& operator=(const TempDirectory&) = delete;
+
+  [[nodiscard]] const fs::path& root() const { return root_; }
+  [[nodiscard]] fs::path cache() const { return root_ / "cache"; }
+  [[nodiscard]] fs::path log() const { return root_ / "compute.log"; }
+
+ private:
+  fs::path root_;
+};
+
+Hash128 key_for(std::uint64_t index) {
+  CacheKeyInputs inputs;
+  inputs.input_hash = index;
+  inputs.input_kind = "ptx";
+  inputs.target_arch = "sm_90";
+  return make_cache_key(inputs);
+}
+
+// Large enough that a torn read (a reader seeing half a write) could not pass unnoticed.
+Bytes value_for(std::uint64_t index) {
+  Bytes value(256 * 1024);
+  std::uint64_t state = index * 0x9e3779b97f4a7c15ull + 1;
+  for (std::uint8_t& byte : value) {
+    state ^= state << 13;
+    state ^= state >> 7;
+    state ^= state << 17;
+    byte = static_cast<std::uint8_t>(state);
+  }
+  return value;
+}
+
+// The test double for a compiler: records each call as one O_APPEND line ("<index>\n", one
+// write, so lines from many processes never interleave), sleeps to widen the race, returns the
+// key's value.
+std::function<Result<Bytes>()> recorded_compute(const fs::path& log, std::uint64_t index,
+                                                std::chrono::milliseconds delay = 20ms) {
+  return [log, index, delay]() -> Result<Bytes> {
+    const int fd = ::open(log.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0) return make_error(Component::Io, "cannot open the compute log");
+    const std::string line = std::to_string(index) + "\n";
+    const bool recorded = ::write(fd, line.data(), line.size()) == static_cast<ssize_t>(line.size());
+    ::close(fd);
+    if (!recorded) return make_error(Component::Io, "cannot write the compute log");
+    std::this_thread::sleep_for(delay);
+    return value_for(index);
+  };
+}
+
+std::map<std::uint64_t, int> compute_counts(const fs::path& log) {
+  std::map<std::uint64_t, int> counts;
+  std::ifstream in(log);
+  for (std::uint64_t index = 0; in >> index;) ++counts[index];
+  return counts;
+}
+
+// Runs `body` in a forked child; its return value is the child's exit status. The child never
+// returns into GoogleTest.
+pid_t spawn(const std::function<int()>& body) {
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    int status = 100;
+    try {
+      status = body();
+    } catch (...) {
+      status = 101;
+    }
+    ::_exit(status);
+  }
+  return pid;
+}
+
+// The child's exit status, or -1 when it did not finish in time (it is then killed).
+int wait_bounded(pid_t pid, std::chrono::milliseconds limit) {
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  for (;;) {
+    int status = 0;
+    const pid_t done = ::waitpid(pid, &status, WNOHANG);
+    if (done == pid) return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    if (done < 0) return -2;
+    if (std::chrono::steady_clock::now() > deadline) {
+      ::kill(pid, SIGKILL);
+      ::waitpid(pid, &status, 0);
+      return -1;
+    }
+    std::this_thread::sleep_for(5ms);
+  }
+}
+
+std::vector<std::string> kiln_leftovers(const fs::path& directory) {
+  std::vector<std::string> names;
+  for (const auto& item : fs::directory_iterator(directory)) {
+    const std::string name = item.path().filename().string();
+    if (!name.ends_with(".bin")) names.push_back(name);
+  }
+  return names;
+}
+
+TEST(CacheConcurrency, EightProcessesOfFourThreadsComputeEachKeyOnce) {
+  constexpr int kProcesses = 8;
+  constexpr int kThreads = 4;
+  constexpr std::uint64_t kKeys = 6;
+  std::vector<Bytes> expected;
+  for (std::uint64_t index = 0; index < kKeys; ++index) expected.push_back(value_for(index));
+  for (int round = 0; round < 3; ++round) {
+    SCOPED_TRACE("round " + std::to_string(round));
+    TempDirectory temp;
+    // Children wait on this pipe and all start when the parent closes it.
+    int start[2];
+    ASSERT_EQ(::pipe(start), 0);
+    std::vector<pid_t> children;
+    for (int process = 0; process < kProcesses; ++process) {
+      children.push_back(spawn([&, process]() {
+        ::close(start[1]);
+        char ignored;
+        if (::read(start[0], &ignored, 1) != 0) return 90;
+        DiskCache cache(temp.cache(), {});
+        std::atomic<int> failures{0};
+        std::vector<std::thread> threads;
+        for (int thread = 0; thread < kThreads; ++thread) {
+          threads.emplace_back([&, thread]() {
+            // Each thread walks the keys from a different starting point, so every key is contended.
+            for (std::uint64_t step = 0; step < kKeys; ++step) {
+              const std::uint64_t index = (step + static_cast<std::uint64_t>(process * kThreads + thread)) % kKeys;
+              Result<Bytes> value = cache.get_or_compute(key_for(index), recorded_compute(temp.log(), index));
+              if (!value.ok() || *value != expected[index]) ++failures;
+            }
+          });
+        }
+        for (std::thread& thread : threads) thread.join();
+        return failures.load();
+      }));
+    }
+    ::close(start[0]);
+    ::close(start[1]);
+    for (const pid_t child : children) EXPECT_EQ(wait_bounded(child, 60s), 0) << "child " << child;
+
+    const std::map<std::uint64_t, int> counts = compute_counts(temp.log());
+    EXPECT_EQ(counts.size(), kKeys);
+    for (const auto& [index, count] : counts) EXPECT_EQ(count, 1) << "key " << index << " computed " << count << " times";
+    DiskCache cache(temp.cache(), {});
+    for (std::uint64_t index = 0; index < kKeys; ++index) EXPECT_EQ(cache.get(key_for(index)), value_for(index));
+    EXPECT_EQ(kiln_leftovers(temp.cache()), std::vector<std::string>{});  // no temp or lock files
+  }
+}
+
+// A child takes the key's lock inside get_or_compute and reports, through `ready`, that it is
+// computing; it never finishes.
+pid_t spawn_lock_holder(const fs::path& directory, std::uint64_t index, int ready_fd) {
+  return spawn([=]() {
+    DiskCache cache(directory, {});
+    Result<Bytes> never = cache.get_or_compute(key_for(index), [ready_fd]() -> Result<Bytes> {
+      const char signal = '!';
+      if (::write(ready_fd, &signal, 1) != 1) return make_error(Component::Io, "cannot signal");
+      std::this_thread::sleep_for(1h);
+      return Bytes{};
+    });
+    return never.ok() ? 50 : 51;
+  });
+}
+
+// The next caller after the holder dies: computes the value itself within `limit`.
+pid_t spawn_next_caller(const TempDirectory& temp, std::uint64_t index) {
+  return spawn([&temp, index]() {
+    DiskCache cache(temp.cache(), {});
+    bool hit = true;
+    Result<Bytes> value = cache.get_or_compute(key_for(index), recorded_compute(temp.log(), index, 0ms), &hit);
+    if (!value.ok()) return 10;
+    if (*value != value_for(index)) return 11;
+    return hit ? 12 : 0;
+  });
+}
+
+TEST(CacheConcurrency, LockHolderKilledBeforeTheNextCallerArrives) {
+  TempDirectory temp;
+  int ready[2];
+  ASSERT_EQ(::pipe(ready), 0);
+  const pid_t holder = spawn_lock_holder(temp.cache(), 1, ready[1]);
+  char signal = 0;
+  ASSERT_EQ(::read(ready[0], &signal, 1), 1);
+  ASSERT_EQ(::kill(holder, SIGKILL), 0);
+  EXPECT_EQ(wait_bounded(holder, 10s), 128 + SIGKILL);
+  // The dead holder's lock file is still there; its lock died with it.
+  EXPECT_TRUE(fs::exists(temp.cache() / ("kiln-" + key_for(1).hex() + ".lock")));
+
+  EXPECT_EQ(wait_bounded(spawn_next_caller(temp, 1), 10s), 0);
+  EXPECT_EQ(compute_counts(temp.log()), (std::map<std::uint64_t, int>{{1, 1}}));
+  EXPECT_EQ(DiskCache(temp.cache(), {}).get(key_for(1)), value_for(1));
+  ::close(ready[0]);
+  ::close(ready[1]);
+}
+
+TEST(CacheConcurrency, LockHolderKilledWhileOthersWait) {
+  TempDirectory temp;
+  int ready[2];
+  ASSERT_EQ(::pipe(ready), 0);
+  const pid_t holder = spawn_lock_holder(temp.cache(), 2, ready[1]);
+  char signal = 0;
+  ASSERT_EQ(::read(ready[0], &signal, 1), 1);
+  std::vector<pid_t> waiters;
+  for (int i = 0; i < 3; ++i) waiters.push_back(spawn_next_caller(temp, 2));
+  std::this_thread::sleep_for(200ms);  // let them block on the lock
+  EXPECT_TRUE(compute_counts(temp.log()).empty()) << "a waiter computed while the holder was alive";
+  ASSERT_EQ(::kill(holder, SIGKILL), 0);
+  EXPECT_EQ(wait_bounded(holder, 10s), 128 + SIGKILL);
+  // One waiter computes; the others find its entry (they report hit, so exit 12).
+  int computed = 0;
+  for (const pid_t waiter : waiters) {
+    const int status = wait_bounded(waiter, 10s);
+    EXPECT_TRUE(status == 0 || status == 12) << "waiter status " << status;
+    computed += status == 0 ? 1 : 0;
+  }
+  EXPECT_EQ(computed, 1);
+  EXPECT_EQ(compute_counts(temp.log()), (std::map<std::uint64_t, int>{{2, 1}}));
+  EXPECT_EQ(kiln_leftovers(temp.cache()), std::vector<std::string>{});
+  ::close(ready[0]);
+  ::close(ready[1]);
+}
+
+TEST(CacheConcurrency, PruneRacingWithWritersNeverYieldsAWrongValue) {
+  // Writers and a pruner at a tiny limit: entries vanish under readers all the time; every value
+  // returned must still be right (a miss is fine, a wrong value never).
+  TempDirectory temp;
+  constexpr std::uint64_t kKeys = 8;
+  const CachePolicy tiny{3 * (kCacheEntryHeaderBytes + value_for(0).size())};
+  std::vector<pid_t> children;
+  for (int process = 0; process < 4; ++process) {
+    children.push_back(spawn([&, process]() {
+      DiskCache cache(temp.cache(), tiny);
+      int failures = 0;
+      for (int round = 0; round < 20; ++round) {
+        const std::uint64_t index = static_cast<std::uint64_t>(round * 3 + process) % kKeys;
+        Result<Bytes> value = cache.get_or_compute(key_for(index), recorded_compute(temp.log(), index, 0ms));
+        if (!value.ok() || *value != value_for(index)) ++failures;
+        if (process == 0 && !cache.prune(CachePolicy{kCacheEntryHeaderBytes}).ok()) ++failures;
+      }
+      return failures;
+    }));
+  }
+  for (const pid_t child : children) EXPECT_EQ(wait_bounded(child, 60s), 0);
+  DiskCache cache(temp.cache(), tiny);
+  for (std::uint64_t index = 0; index < kKeys; ++index) {
+    const std::optional<Bytes> value = cache.get(key_for(index));
+    if (value) {
+      EXPECT_EQ(*value, value_for(index));
+    }
+  }
+}
+
+}  // namespace
