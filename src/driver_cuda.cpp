@@ -325,15 +325,17 @@ Error not_found(const char* library, const char* reason) {
 
 Result<std::shared_ptr<Driver>> load_cuda_driver_from(const char* library) {
   // RTLD_LOCAL keeps libcuda's symbols out of the global namespace the application sees.
-  void* handle = dlopen(library, RTLD_NOW | RTLD_LOCAL);
-  if (handle == nullptr) return not_found(library, dlerror());
+  void* opened = dlopen(library, RTLD_NOW | RTLD_LOCAL);
+  if (opened == nullptr) return not_found(library, dlerror());
+  // Closed again on every failure: a library left loaded would answer a later dlopen of its soname.
+  std::unique_ptr<void, int (*)(void*)> handle(opened, &dlclose);
 
   Api api;
   using GetProcAddress = PFN_cuGetProcAddress_v12000;
-  auto get_proc_address = reinterpret_cast<GetProcAddress>(dlsym(handle, "cuGetProcAddress_v2"));
+  auto get_proc_address = reinterpret_cast<GetProcAddress>(dlsym(handle.get(), "cuGetProcAddress_v2"));
   if (get_proc_address == nullptr) {
     int version = 0;
-    auto get_version = reinterpret_cast<PFN_cuDriverGetVersion_v2020>(dlsym(handle, "cuDriverGetVersion"));
+    auto get_version = reinterpret_cast<PFN_cuDriverGetVersion_v2020>(dlsym(handle.get(), "cuDriverGetVersion"));
     if (get_version != nullptr) get_version(&version);
     Error error = make_error(Component::Driver,
                              "the CUDA driver is too old: have " + (version > 0 ? version_text(version) : "unknown") +
@@ -342,7 +344,7 @@ Result<std::shared_ptr<Driver>> load_cuda_driver_from(const char* library) {
     return error;
   }
   // Named before anything else is resolved, so later failures can name their CUresult.
-  api.cuGetErrorName = reinterpret_cast<PFN_cuGetErrorName_v6000>(dlsym(handle, "cuGetErrorName"));
+  api.cuGetErrorName = reinterpret_cast<PFN_cuGetErrorName_v6000>(dlsym(handle.get(), "cuGetErrorName"));
 
   for (const EntryPoint& entry : entry_points(api)) {
     CUdriverProcAddressQueryResult status = CU_GET_PROC_ADDRESS_SYMBOL_NOT_FOUND;
@@ -398,6 +400,7 @@ Result<std::shared_ptr<Driver>> load_cuda_driver_from(const char* library) {
     gpus.push_back(std::move(gpu));
     devices.push_back(device);
   }
+  handle.release();  // libcuda stays loaded for the life of the process (see ~CudaDriver)
   return std::shared_ptr<Driver>(std::make_shared<CudaDriver>(api, version, std::move(gpus), std::move(devices)));
 }
 

@@ -1,0 +1,622 @@
+// The runtime over a fake driver and a fake JIT compiler: selection per device, force/disable
+// JIT, laziness, single flight, parallel prepare_all, the persistent cache, records, logging,
+// kernel lookup and launch argument checks. No GPU needed.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <deque>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <mutex>
+#include <set>
+#include <sstream>
+#include <thread>
+
+#include "kiln/doctor.hpp"
+#include "kiln/runtime.hpp"
+
+namespace {
+
+namespace fs = std::filesystem;
+using namespace kiln;
+
+// A fake cubin is text: "FAKECUBIN <arch> <kernel> <kernel> ...".
+Bytes fake_cubin(const std::string& arch, const std::vector<std::string>& kernels) {
+  std::string text = "FAKECUBIN " + arch;
+  for (const std::string& kernel : kernels) text += " " + kernel;
+  return Bytes(text.begin(), text.end());
+}
+
+// The .entry names in a PTX text (what the fake JIT "compiles").
+std::vector<std::string> entries_of(std::string_view ptx) {
+  std::vector<std::string> entries;
+  for (std::size_t at = ptx.find(".entry "); at != std::string_view::npos; at = ptx.find(".entry ", at + 1)) {
+    const std::size_t begin = at + 7;
+    const std::size_t end = ptx.find('(', begin);
+    entries.emplace_back(ptx.substr(begin, end - begin));
+  }
+  return entries;
+}
+
+struct FakeModule {
+  int device = 0;
+  std::string arch;
+  std::vector<std::string> kernels;
+};
+struct FakeFunction {
+  std::string name;
+  int device = 0;
+};
+
+class FakeDriver final : public Driver {
+ public:
+  explicit FakeDriver(std::vector<ComputeCapability> ccs) {
+    for (std::size_t i = 0; i < ccs.size(); ++i) {
+      gpus_.push_back(GpuInfo{static_cast<int>(i), "Fake GPU " + std::to_string(i), ccs[i]});
+    }
+  }
+
+  int version() const noexcept override { return 13000; }
+  const std::vector<GpuInfo>& gpus() const noexcept override { return gpus_; }
+  Result<std::optional<int>> current_device() const override { return current; }
+
+  Result<CUcontext> context(int device) override { return fake_context(device); }
+  Result<void> make_current(int device) override {
+    current = device;
+    return {};
+  }
+
+  Result<CUmodule> load_module(int device, ByteView image) override {
+    std::istringstream words{std::string(as_text(image))};
+    std::string magic;
+    auto module = std::make_unique<FakeModule>();
+    module->device = device;
+    words >> magic >> module->arch;
+    if (magic != "FAKECUBIN") return make_error(Component::Driver, "not a fake cubin");
+    for (std::string kernel; words >> kernel;) module->kernels.push_back(kernel);
+    std::lock_guard lock(mutex_);
+    loads.push_back({device, module->arch});
+    modules_.push_back(std::move(module));
+    return reinterpret_cast<CUmodule>(modules_.back().get());
+  }
+  void unload_module(int, CUmodule) noexcept override { ++unloads; }
+
+  Result<CUfunction> function(CUmodule module, const std::string& name) override {
+    const auto* fake = reinterpret_cast<const FakeModule*>(module);
+    if (std::find(fake->kernels.begin(), fake->kernels.end(), name) == fake->kernels.end()) {
+      return make_error(Component::Driver, "cuModuleGetFunction failed: CUDA_ERROR_NOT_FOUND", "kernel " + name);
+    }
+    std::lock_guard lock(mutex_);
+    functions_.push_back(std::make_unique<FakeFunction>(FakeFunction{name, fake->device}));
+    return reinterpret_cast<CUfunction>(functions_.back().get());
+  }
+
+  Result<std::optional<std::vector<std::size_t>>> parameter_sizes(CUfunction function) override {
+    const auto* fake = reinterpret_cast<const FakeFunction*>(function);
+    auto found = parameters.find(fake->name);
+    if (found == parameters.end()) return std::optional<std::vector<std::size_t>>{};
+    return std::optional<std::vector<std::size_t>>(found->second);
+  }
+
+  Result<Bytes> link_ptx(int, std::string_view, Arch, std::string_view) override {
+    return make_error(Component::Driver, "the fake driver links nothing: the fake JIT compiles");
+  }
+
+  Result<void> launch(CUcontext context, CUfunction function, Dim3, Dim3, unsigned, CUstream, void**) override {
+    const auto* fake = reinterpret_cast<const FakeFunction*>(function);
+    if (context != fake_context(fake->device)) return make_error(Component::Driver, "launched in the wrong context");
+    ++launches;
+    return {};
+  }
+
+  static CUcontext fake_context(int device) { return reinterpret_cast<CUcontext>(std::uintptr_t{0x1000} + device); }
+
+  std::optional<int> current;
+  std::map<std::string, std::vector<std::size_t>> parameters;  // by mangled name; absent: the driver cannot tell
+  std::vector<std::pair<int, std::string>> loads;              // (device, arch) of each module loaded
+  std::atomic<int> unloads{0};
+  std::atomic<int> launches{0};
+
+ private:
+  std::vector<GpuInfo> gpus_;
+  std::mutex mutex_;
+  std::deque<std::unique_ptr<FakeModule>> modules_;
+  std::deque<std::unique_ptr<FakeFunction>> functions_;
+};
+
+// Compiles PTX into a fake cubin of its entries, and "source" ("SOURCE k1 k2") into one of the
+// listed kernels; counts compiles and how many ran at once.
+class FakeJit final : public JitCompiler {
+ public:
+  Result<std::string> identity(ImageKind kind) override { return std::string("fake-jit ") + kind_name(kind); }
+
+  Result<Bytes> compile(const JitRequest& request) override {
+    const int running = ++active_;
+    for (int seen = max_active.load(); running > seen && !max_active.compare_exchange_weak(seen, running);) {
+    }
+    std::this_thread::sleep_for(delay);
+    --active_;
+    std::lock_guard lock(mutex_);
+    requests.push_back({request.kind, request.kernel, request.target.sm_name(), std::string(as_text(request.input))});
+    if (request.kind == ImageKind::Source) {
+      std::istringstream words{std::string(as_text(request.input))};
+      std::string magic;
+      std::vector<std::string> kernels;
+      words >> magic;
+      for (std::string kernel; words >> kernel;) kernels.push_back(kernel);
+      return fake_cubin(request.target.sm_name(), kernels);
+    }
+    return fake_cubin(request.target.sm_name(), entries_of(as_text(request.input)));
+  }
+
+  struct Request {
+    ImageKind kind;
+    std::string kernel;
+    std::string target;
+    std::string input;
+  };
+  std::size_t compiles() {
+    std::lock_guard lock(mutex_);
+    return requests.size();
+  }
+
+  std::chrono::milliseconds delay{0};
+  std::atomic<int> max_active{0};
+  std::vector<Request> requests;
+
+ private:
+  std::atomic<int> active_{0};
+  std::mutex mutex_;
+};
+
+const std::string kAdd = "_Z3addPfS_i";                      // add(float*, float*, int)
+const std::string kScaleFloat = "_Z5scaleIfEvPT_S0_i";       // void scale<float>(float*, float, int)
+const std::string kScaleDouble = "_Z5scaleIdEvPT_S0_i";      // void scale<double>(double*, double, int)
+const std::string kSaxpy = "saxpy";                          // extern "C"
+const std::vector<std::string> kKernels = {kAdd, kScaleFloat, kScaleDouble, kSaxpy};
+
+std::string ptx_of(const std::vector<std::string>& kernels, const std::string& preamble = {}) {
+  std::string text = ".version 9.0\n.target sm_80\n.address_size 64\n" + preamble;
+  for (const std::string& kernel : kernels) text += ".visible .entry " + kernel + "(.param .u64 p)\n{\n  ret;\n}\n";
+  return text;
+}
+
+Image cubin_image(const std::string& arch, const std::vector<std::string>& kernels = kKernels) {
+  return Image{*parse_target(arch), kernels, fake_cubin(arch, kernels)};
+}
+Image ptx_image(const std::string& arch, const std::vector<std::string>& kernels = kKernels,
+                const std::string& preamble = {}) {
+  const std::string text = ptx_of(kernels, preamble);
+  return Image{*parse_target(arch), kernels, Bytes(text.begin(), text.end())};
+}
+Image source_image(const std::vector<std::string>& kernels = kKernels) {
+  std::string text = "SOURCE";
+  for (const std::string& kernel : kernels) text += " " + kernel;
+  return Image{ImageTarget{ImageKind::Source, {}}, kernels, Bytes(text.begin(), text.end())};
+}
+
+class RuntimeTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    cache_dir_ = fs::temp_directory_path() /
+                 ("kiln-runtime-test-" + std::to_string(::getpid()) + "-" +
+                  ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(cache_dir_);
+    options_.cache_dir = cache_dir_;
+    options_.cache_disabled = false;
+    options_.force_jit = false;
+    options_.disable_jit = false;
+    options_.log_level = LogLevel::Info;
+    options_.log_sink = [this](LogLevel level, std::string_view message) {
+      std::lock_guard lock(log_mutex_);
+      log_.emplace_back(level, std::string(message));
+    };
+  }
+  void TearDown() override { fs::remove_all(cache_dir_); }
+
+  Runtime make_runtime(std::vector<ComputeCapability> gpus, std::shared_ptr<FakeJit> jit = nullptr) {
+    driver_ = std::make_shared<FakeDriver>(std::move(gpus));
+    jit_ = jit ? std::move(jit) : std::make_shared<FakeJit>();
+    Result<Runtime> runtime = Runtime::create(driver_, jit_, options_);
+    EXPECT_TRUE(runtime.ok()) << runtime.error().describe();
+    return std::move(runtime).value();
+  }
+
+  Module load(const Runtime& runtime, const std::vector<Image>& images) {
+    BundleMetadata metadata;
+    WriteOptions write;
+    write.codec = Codec::None;
+    Result<Bytes> bytes = write_bundle(images, metadata, write);
+    EXPECT_TRUE(bytes.ok()) << bytes.error().describe();
+    bundles_.push_back(std::move(*bytes));  // a loaded bundle's bytes must outlive its Module
+    Result<Module> module = runtime.load(bundles_.back(), "test.kiln");
+    EXPECT_TRUE(module.ok()) << module.error().describe();
+    return std::move(module).value();
+  }
+
+  static Kernel kernel_or_fail(const Module& module, std::string_view name, int device = -1) {
+    Result<Kernel> kernel = module.kernel(name, device);
+    EXPECT_TRUE(kernel.ok()) << kernel.error().describe();
+    return std::move(kernel).value();
+  }
+
+  std::vector<std::string> log_lines(LogLevel level) {
+    std::lock_guard lock(log_mutex_);
+    std::vector<std::string> lines;
+    for (const auto& [line_level, message] : log_) {
+      if (line_level == level) lines.push_back(message);
+    }
+    return lines;
+  }
+
+  fs::path cache_dir_;
+  RuntimeOptions options_;
+  std::shared_ptr<FakeDriver> driver_;
+  std::shared_ptr<FakeJit> jit_;
+  std::deque<Bytes> bundles_;
+  std::mutex log_mutex_;
+  std::vector<std::pair<LogLevel, std::string>> log_;
+};
+
+const ComputeCapability kHopper{9, 0};
+const ComputeCapability kAmpere86{8, 6};
+const ComputeCapability kTuring{7, 5};
+const ComputeCapability kBlackwell120{12, 0};
+
+TEST_F(RuntimeTest, EachDeviceGetsItsOwnSelectionAndModule) {
+  Runtime runtime = make_runtime({kHopper, kAmpere86, kBlackwell120, kTuring});
+  Module module = load(runtime, {cubin_image("sm_90"), cubin_image("sm_80"), ptx_image("compute_80")});
+
+  const KernelRecord on_hopper = kernel_or_fail(module, "add", 0).record();
+  EXPECT_EQ(on_hopper.path, Path::AotExact);
+  EXPECT_EQ(on_hopper.image, "sm_90");
+  EXPECT_EQ(on_hopper.device_arch, "sm_90");
+
+  const KernelRecord on_ampere = kernel_or_fail(module, "add", 1).record();
+  EXPECT_EQ(on_ampere.path, Path::AotCompatible);
+  EXPECT_EQ(on_ampere.image, "sm_80");
+  EXPECT_EQ(on_ampere.device, 1);
+
+  const KernelRecord on_blackwell = kernel_or_fail(module, "add", 2).record();
+  EXPECT_EQ(on_blackwell.path, Path::JitPtx);
+  EXPECT_EQ(on_blackwell.image, "compute_80");
+  ASSERT_EQ(jit_->compiles(), 1u);
+  EXPECT_EQ(jit_->requests[0].target, "sm_120");
+
+  // Nothing runs on a Turing GPU: compute_80 PTX needs 8.0 or newer.
+  Result<Kernel> on_turing = module.kernel("add", 3);
+  ASSERT_FALSE(on_turing.ok());
+  EXPECT_EQ(on_turing.error().kind, ErrorKind::NoCompatibleImage);
+  EXPECT_NE(on_turing.error().message.find("sm_75"), std::string::npos) << on_turing.error().describe();
+  EXPECT_NE(on_turing.error().context.find("GPU 3"), std::string::npos) << on_turing.error().describe();
+
+  // A second kernel on each AOT device reuses the module already loaded there.
+  kernel_or_fail(module, "saxpy", 0);
+  kernel_or_fail(module, "saxpy", 1);
+  const std::vector<std::pair<int, std::string>> expected_loads = {{0, "sm_90"}, {1, "sm_80"}, {2, "sm_120"}};
+  EXPECT_EQ(driver_->loads, expected_loads);
+}
+
+TEST_F(RuntimeTest, ForceJitIgnoresCubins) {
+  options_.force_jit = true;
+  Runtime runtime = make_runtime({kHopper});
+  Module module = load(runtime, {cubin_image("sm_90"), ptx_image("compute_80")});
+  const KernelRecord record = kernel_or_fail(module, "add").record();
+  EXPECT_EQ(record.path, Path::JitPtx);
+  EXPECT_EQ(record.image, "compute_80");
+  EXPECT_EQ(jit_->compiles(), 1u);
+}
+
+TEST_F(RuntimeTest, DisableJitFailsRatherThanCompiles) {
+  options_.disable_jit = true;
+  Runtime runtime = make_runtime({kBlackwell120});
+  Module module = load(runtime, {cubin_image("sm_90"), ptx_image("compute_80")});
+  Result<Kernel> kernel = module.kernel("add");
+  ASSERT_FALSE(kernel.ok());
+  EXPECT_EQ(kernel.error().kind, ErrorKind::NoCompatibleImage);
+  EXPECT_NE(kernel.error().hint.find("KILN_DISABLE_JIT"), std::string::npos) << kernel.error().describe();
+  EXPECT_EQ(jit_->compiles(), 0u);
+}
+
+TEST_F(RuntimeTest, NothingIsLoadedOrCompiledUntilAKernelIsAskedFor) {
+  Runtime runtime = make_runtime({kBlackwell120});
+  Module module = load(runtime, {ptx_image("compute_80")});
+  EXPECT_EQ(module.kernel_names(), (std::vector<std::string>{"add", "scale<float>", "scale<double>", "saxpy"}));
+  EXPECT_EQ(jit_->compiles(), 0u);
+  EXPECT_TRUE(driver_->loads.empty());
+  EXPECT_TRUE(module.records().empty());
+
+  kernel_or_fail(module, "scale<float>");
+  ASSERT_EQ(jit_->compiles(), 1u);
+  // Only that kernel was compiled, from a PTX piece that holds it alone.
+  EXPECT_EQ(jit_->requests[0].kernel, kScaleFloat);
+  EXPECT_EQ(entries_of(jit_->requests[0].input), std::vector<std::string>{kScaleFloat});
+  EXPECT_EQ(module.records().size(), 1u);
+}
+
+TEST_F(RuntimeTest, SixteenThreadsAskingForOneKernelCompileItOnce) {
+  auto jit = std::make_shared<FakeJit>();
+  jit->delay = std::chrono::milliseconds(50);
+  Runtime runtime = make_runtime({kBlackwell120}, jit);
+  Module module = load(runtime, {ptx_image("compute_80")});
+
+  std::vector<void*> handles(16);
+  std::vector<std::thread> threads;
+  for (std::size_t i = 0; i < handles.size(); ++i) {
+    threads.emplace_back([&, i] {
+      Result<Kernel> kernel = module.kernel("add", 0);
+      handles[i] = kernel.ok() ? kernel->native_handle() : nullptr;
+    });
+  }
+  for (std::thread& thread : threads) thread.join();
+  EXPECT_EQ(jit->compiles(), 1u);
+  EXPECT_EQ(driver_->loads.size(), 1u);
+  EXPECT_NE(handles[0], nullptr);
+  EXPECT_TRUE(std::all_of(handles.begin(), handles.end(), [&](void* handle) { return handle == handles[0]; }));
+}
+
+TEST_F(RuntimeTest, PrepareAllCompilesKernelsInParallel) {
+  std::vector<std::string> kernels;
+  for (int i = 0; i < 8; ++i) kernels.push_back("kernel_" + std::to_string(i));
+  auto jit = std::make_shared<FakeJit>();
+  jit->delay = std::chrono::milliseconds(100);
+  options_.jit_threads = 4;
+  Runtime runtime = make_runtime({kBlackwell120}, jit);
+  Module module = load(runtime, {ptx_image("compute_80", kernels)});
+
+  const auto start = std::chrono::steady_clock::now();
+  Result<void> prepared = module.prepare_all(0);
+  const auto elapsed = std::chrono::steady_clock::now() - start;
+  ASSERT_TRUE(prepared.ok()) << prepared.error().describe();
+  EXPECT_EQ(jit->compiles(), 8u);
+  EXPECT_GE(jit->max_active.load(), 2);
+  EXPECT_LE(jit->max_active.load(), 4);
+  EXPECT_LT(elapsed, std::chrono::milliseconds(8 * 100));  // serial would take 800 ms
+  EXPECT_EQ(module.records().size(), 8u);
+
+  // Already prepared: a second pass compiles nothing.
+  ASSERT_TRUE(module.prepare_all(0).ok());
+  EXPECT_EQ(jit->compiles(), 8u);
+}
+
+TEST_F(RuntimeTest, PrepareAllReportsFailuresWithACount) {
+  Runtime runtime = make_runtime({kBlackwell120});
+  // The PTX lists kernels it does not define: each of them fails.
+  Image broken = ptx_image("compute_80", {kAdd});
+  broken.kernels = {kAdd, "missing_one", "missing_two"};
+  Module module = load(runtime, {broken});
+  Result<void> prepared = module.prepare_all(0);
+  ASSERT_FALSE(prepared.ok());
+  EXPECT_NE(prepared.error().message.find("missing_one"), std::string::npos) << prepared.error().describe();
+  EXPECT_NE(prepared.error().message.find("1 more kernels failed"), std::string::npos) << prepared.error().describe();
+  EXPECT_EQ(module.records().size(), 1u);  // add is ready all the same
+}
+
+TEST_F(RuntimeTest, ASecondRuntimeFindsTheCubinInThePersistentCache) {
+  {
+    Runtime first = make_runtime({kBlackwell120});
+    Module module = load(first, {ptx_image("compute_80")});
+    EXPECT_EQ(kernel_or_fail(module, "add").record().path, Path::JitPtx);
+    EXPECT_EQ(jit_->compiles(), 1u);
+  }
+  Runtime second = make_runtime({kBlackwell120});  // a new fake JIT, the same cache directory
+  Module module = load(second, {ptx_image("compute_80")});
+  const KernelRecord record = kernel_or_fail(module, "add").record();
+  EXPECT_EQ(record.path, Path::CacheHit);
+  EXPECT_EQ(record.image, "compute_80");
+  EXPECT_EQ(jit_->compiles(), 0u);
+  // Another kernel of the module is not in the cache yet.
+  EXPECT_EQ(kernel_or_fail(module, "saxpy").record().path, Path::JitPtx);
+}
+
+TEST_F(RuntimeTest, TheCacheKeyTellsArchitecturesApart) {
+  {
+    Runtime first = make_runtime({kBlackwell120});
+    Module module = load(first, {ptx_image("compute_80")});
+    kernel_or_fail(module, "add");
+  }
+  Runtime second = make_runtime({ComputeCapability{10, 0}});
+  Module module = load(second, {ptx_image("compute_80")});
+  EXPECT_EQ(kernel_or_fail(module, "add").record().path, Path::JitPtx);
+}
+
+TEST_F(RuntimeTest, WithTheCacheDisabledEveryRuntimeCompiles) {
+  options_.cache_disabled = true;
+  for (int round = 0; round < 2; ++round) {
+    Runtime runtime = make_runtime({kBlackwell120});
+    Module module = load(runtime, {ptx_image("compute_80")});
+    EXPECT_EQ(kernel_or_fail(module, "add").record().path, Path::JitPtx);
+  }
+  EXPECT_FALSE(fs::exists(cache_dir_));
+}
+
+TEST_F(RuntimeTest, TheCacheWarnsThroughTheRuntimeLogger) {
+  fs::create_directories(cache_dir_);
+  options_.cache_dir = cache_dir_ / "a-file-not-a-directory";
+  std::ofstream(options_.cache_dir) << "in the way";
+  Runtime runtime = make_runtime({kBlackwell120});
+  Module module = load(runtime, {ptx_image("compute_80")});
+  EXPECT_EQ(kernel_or_fail(module, "add").record().path, Path::JitPtx);  // the JIT works without a cache
+  const std::vector<std::string> warnings = log_lines(LogLevel::Warn);
+  ASSERT_FALSE(warnings.empty());
+  EXPECT_NE(warnings[0].find("a-file-not-a-directory"), std::string::npos) << warnings[0];
+}
+
+TEST_F(RuntimeTest, SourceImagesCompileWholeOncePerDevice) {
+  Runtime runtime = make_runtime({kHopper, kBlackwell120});
+  Module module = load(runtime, {source_image()});
+  for (const char* name : {"add", "saxpy", "scale<double>"}) {
+    const KernelRecord record = kernel_or_fail(module, name, 1).record();
+    EXPECT_EQ(record.path, Path::JitSource);
+    EXPECT_EQ(record.image, "source");
+  }
+  ASSERT_EQ(jit_->compiles(), 1u);
+  EXPECT_EQ(jit_->requests[0].kind, ImageKind::Source);
+  EXPECT_EQ(jit_->requests[0].kernel, "");
+  EXPECT_EQ(jit_->requests[0].target, "sm_120");
+  kernel_or_fail(module, "add", 0);
+  ASSERT_EQ(jit_->compiles(), 2u);
+  EXPECT_EQ(jit_->requests[1].target, "sm_90");
+}
+
+TEST_F(RuntimeTest, PtxWhoseKernelsShareStateCompilesWhole) {
+  Runtime runtime = make_runtime({kBlackwell120});
+  const std::string shared = ".global .align 4 .u32 counter;\n";
+  Image image = ptx_image("compute_80", {kAdd, kSaxpy});
+  std::string text = ".version 9.0\n.target sm_80\n.address_size 64\n" + shared;
+  for (const std::string& kernel : {kAdd, kSaxpy}) {
+    text += ".visible .entry " + kernel + "()\n{\n  mov.u64 %rd1, counter;\n  ret;\n}\n";
+  }
+  image.bytes.assign(text.begin(), text.end());
+  Module module = load(runtime, {image});
+  EXPECT_EQ(kernel_or_fail(module, "add").record().path, Path::JitPtx);
+  EXPECT_EQ(kernel_or_fail(module, "saxpy").record().path, Path::JitPtx);
+  ASSERT_EQ(jit_->compiles(), 1u);
+  EXPECT_EQ(jit_->requests[0].kernel, "");
+  EXPECT_EQ(entries_of(jit_->requests[0].input).size(), 2u);
+}
+
+TEST_F(RuntimeTest, EachKernelUsesAnImageThatHoldsIt) {
+  // Two sources, so two sm_90 cubins, each with its own kernels.
+  Runtime runtime = make_runtime({kHopper});
+  Module module = load(runtime, {cubin_image("sm_90", {kAdd}), cubin_image("sm_90", {kSaxpy})});
+  kernel_or_fail(module, "add");
+  kernel_or_fail(module, "saxpy");
+  EXPECT_EQ(driver_->loads.size(), 2u);
+}
+
+TEST_F(RuntimeTest, KernelsAreFoundByEverySpelling) {
+  Runtime runtime = make_runtime({kHopper});
+  Module module = load(runtime, {cubin_image("sm_90")});
+  const void* handle = kernel_or_fail(module, "scale<float>").native_handle();
+  EXPECT_EQ(kernel_or_fail(module, kScaleFloat).native_handle(), handle);
+  EXPECT_EQ(kernel_or_fail(module, "void scale<float>(float*, float, int)").native_handle(), handle);
+  EXPECT_NE(kernel_or_fail(module, "scale<double>").native_handle(), handle);
+  EXPECT_EQ(kernel_or_fail(module, "saxpy").record().kernel, "saxpy");
+  EXPECT_EQ(kernel_or_fail(module, kAdd).record().kernel, "add");
+
+  Result<Kernel> unknown = module.kernel("subtract");
+  ASSERT_FALSE(unknown.ok());
+  EXPECT_NE(unknown.error().message.find("subtract"), std::string::npos);
+  EXPECT_NE(unknown.error().hint.find("scale<float>"), std::string::npos) << unknown.error().describe();
+}
+
+TEST_F(RuntimeTest, OverloadsNeedTheirSignature) {
+  const std::string add_int = "_Z3addPiS_i";  // add(int*, int*, int)
+  Runtime runtime = make_runtime({kHopper});
+  Module module = load(runtime, {cubin_image("sm_90", {kAdd, add_int})});
+  EXPECT_EQ(module.kernel_names(),
+            (std::vector<std::string>{"add(float*, float*, int)", "add(int*, int*, int)"}));
+  Result<Kernel> ambiguous = module.kernel("add");
+  ASSERT_FALSE(ambiguous.ok());
+  EXPECT_NE(ambiguous.error().message.find("ambiguous"), std::string::npos);
+  EXPECT_NE(ambiguous.error().log.find("add(int*, int*, int)"), std::string::npos);
+  EXPECT_EQ(kernel_or_fail(module, "add(int*, int*, int)").record().mangled, add_int);
+}
+
+TEST_F(RuntimeTest, DeviceMinusOneIsTheCurrentContextsDevice) {
+  Runtime runtime = make_runtime({kHopper, kHopper});
+  Module module = load(runtime, {cubin_image("sm_90")});
+  EXPECT_EQ(kernel_or_fail(module, "add").record().device, 0);  // no context current: GPU 0
+  driver_->current = 1;
+  EXPECT_EQ(kernel_or_fail(module, "saxpy").record().device, 1);
+  Result<Kernel> missing = module.kernel("add", 2);
+  ASSERT_FALSE(missing.ok());
+  EXPECT_NE(missing.error().message.find("GPU 2 does not exist"), std::string::npos);
+}
+
+TEST_F(RuntimeTest, RecordsAndInfoLogLinesNameThePathAndTheCost) {
+  Runtime runtime = make_runtime({kHopper, kBlackwell120});
+  Module module = load(runtime, {cubin_image("sm_90"), ptx_image("compute_80")});
+  kernel_or_fail(module, "saxpy", 1);
+  kernel_or_fail(module, "add", 0);
+  kernel_or_fail(module, "add", 1);
+
+  const std::vector<KernelRecord> records = module.records();
+  ASSERT_EQ(records.size(), 3u);
+  EXPECT_EQ(records[0].device, 0);
+  EXPECT_EQ(records[1].kernel, "add");  // device 1 in bundle order: add before saxpy
+  EXPECT_EQ(records[2].kernel, "saxpy");
+  for (const KernelRecord& record : records) EXPECT_GE(record.milliseconds, 0.0);
+
+  const std::vector<std::string> lines = log_lines(LogLevel::Info);
+  ASSERT_EQ(lines.size(), 3u);
+  EXPECT_EQ(lines[0].rfind("saxpy on GPU 1 (sm_120): jit-ptx from compute_80, ", 0), 0u) << lines[0];
+  EXPECT_EQ(lines[1].rfind("add on GPU 0 (sm_90): aot-exact from sm_90, ", 0), 0u) << lines[1];
+  EXPECT_EQ(lines[1].substr(lines[1].size() - 3), " ms") << lines[1];
+}
+
+TEST_F(RuntimeTest, LogLevelWarnSaysNothingOnSuccess) {
+  options_.log_level = LogLevel::Warn;
+  Runtime runtime = make_runtime({kHopper});
+  Module module = load(runtime, {cubin_image("sm_90")});
+  kernel_or_fail(module, "add");
+  std::lock_guard lock(log_mutex_);
+  EXPECT_TRUE(log_.empty());
+}
+
+TEST_F(RuntimeTest, LaunchChecksArgumentsAgainstTheKernel) {
+  Runtime runtime = make_runtime({kHopper});
+  driver_->parameters[kAdd] = {8, 8, 4};
+  Module module = load(runtime, {cubin_image("sm_90")});
+  const Kernel add = kernel_or_fail(module, "add");
+  float* x = nullptr;
+  float* y = nullptr;
+
+  Result<void> too_few = add.launch({1}, {32}, 0, nullptr, x, y);
+  ASSERT_FALSE(too_few.ok());
+  EXPECT_EQ(too_few.error().message, "kernel add takes 3 arguments, 2 were given");
+
+  Result<void> wrong_size = add.launch({1}, {32}, 0, nullptr, x, y, 1.0);
+  ASSERT_FALSE(wrong_size.ok());
+  EXPECT_EQ(wrong_size.error().message, "kernel add: argument 2 is 8 bytes, the kernel takes 4");
+  EXPECT_EQ(driver_->launches.load(), 0);
+
+  Result<void> launched = add.launch({1}, {32}, 0, nullptr, x, y, 3);
+  ASSERT_TRUE(launched.ok()) << launched.error().describe();
+  EXPECT_EQ(driver_->launches.load(), 1);
+}
+
+TEST_F(RuntimeTest, LaunchWithoutParameterInfoSkipsTheCheck) {
+  Runtime runtime = make_runtime({kHopper});  // no parameters[...]: the driver cannot tell
+  Module module = load(runtime, {cubin_image("sm_90")});
+  ASSERT_TRUE(kernel_or_fail(module, "saxpy").launch({1}, {1}, 0, nullptr, 1.0f).ok());
+  EXPECT_EQ(driver_->launches.load(), 1);
+}
+
+TEST_F(RuntimeTest, KernelsOutliveTheirModule) {
+  Runtime runtime = make_runtime({kHopper});
+  std::optional<Kernel> kept;
+  {
+    Module module = load(runtime, {cubin_image("sm_90")});
+    kept = kernel_or_fail(module, "saxpy");
+  }
+  EXPECT_EQ(driver_->unloads.load(), 0);
+  ASSERT_TRUE(kept->launch({1}, {1}, 0, nullptr, 1.0f).ok());
+  kept.reset();
+  EXPECT_EQ(driver_->unloads.load(), 1);
+}
+
+TEST_F(RuntimeTest, PrewarmPreparesEveryKernelOnEveryGpu) {
+  Runtime runtime = make_runtime({kHopper, kBlackwell120});
+  BundleMetadata metadata;
+  Result<Bytes> bytes = write_bundle({cubin_image("sm_90"), ptx_image("compute_80")}, metadata);
+  ASSERT_TRUE(bytes.ok()) << bytes.error().describe();
+  Result<std::vector<KernelRecord>> records = prewarm(runtime, *bytes, "test.kiln");
+  ASSERT_TRUE(records.ok()) << records.error().describe();
+  ASSERT_EQ(records->size(), 2 * kKernels.size());
+  for (const KernelRecord& record : *records) {
+    EXPECT_EQ(record.path, record.device == 0 ? Path::AotExact : Path::JitPtx) << record.kernel;
+  }
+}
+
+TEST_F(RuntimeTest, ARuntimeNeedsADriverAndAJit) {
+  Result<Runtime> runtime = Runtime::create(nullptr, std::make_shared<FakeJit>(), options_);
+  EXPECT_FALSE(runtime.ok());
+}
+
+}  // namespace
