@@ -36,6 +36,8 @@ struct WriteOptions {
   int level = 19;
   // Let an image name a sibling (same kind, nearest architecture) as its zstd dictionary.
   bool dictionaries = true;
+  // Threads compressing images at once; 0: one per core. The output does not depend on it.
+  unsigned threads = 0;
 };
 
 // Serializes images into a bundle. Identical images are stored once. Deterministic:
@@ -51,6 +53,8 @@ struct ImageInfo {
   std::uint64_t stored_size = 0;  // 0 for an image that shares the bytes of an identical one
   std::uint64_t content_hash = 0; // checksum64 of the raw bytes
   std::vector<std::string> kernels;
+  std::optional<std::size_t> duplicate_of;  // the earlier identical image whose bytes this one shares
+  std::optional<std::size_t> dictionary;    // the earlier image whose raw bytes prime this one's zstd frame
 };
 
 // A validated bundle. open() checks every header field, offset and size before anything is

@@ -1,0 +1,1035 @@
+// Bundle reader and writer. The layout is in kiln/bundle_format.hpp; docs/bundle-format.md
+// lists every check below in the order open() makes them.
+#include "kiln/bundle.hpp"
+
+#include <zstd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <bit>
+#include <cinttypes>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <set>
+#include <thread>
+#include <unordered_map>
+
+#include "kiln/bundle_format.hpp"
+
+#if __has_include(<cuda.h>)
+#include <cuda.h>  // CUDA_VERSION only: the default "toolkit" metadata
+#endif
+
+#ifndef KILN_VERSION
+#define KILN_VERSION "unknown"
+#endif
+
+namespace kiln {
+
+namespace f = format;
+
+const char* codec_name(Codec codec) noexcept {
+  switch (codec) {
+    case Codec::None: return "none";
+    case Codec::Zstd: return "zstd";
+  }
+  return "unknown";
+}
+
+std::optional<std::string> BundleMetadata::get(std::string_view key) const {
+  for (const auto& [name, value] : entries) {
+    if (name == key) return value;
+  }
+  return std::nullopt;
+}
+
+namespace {
+
+// Hints, one per kind of failure, so that a user knows what to do whatever check tripped.
+constexpr const char* kHintTruncated = "the file is truncated or not a kiln bundle; rebuild it with kiln build";
+constexpr const char* kHintCorrupt =
+    "the bundle was damaged after it was written (disk, copy or embedding step); rebuild it with kiln build";
+constexpr const char* kHintMalformed =
+    "kiln build never writes this: the file was altered or made by another tool; rebuild it with kiln build";
+constexpr const char* kHintNewer = "upgrade kiln to read it, or rebuild the bundle with this kiln";
+constexpr const char* kHintWriter = "this is a bug in the caller of write_bundle; fix the images or options given";
+
+std::string hex(std::uint64_t value) {
+  char text[24];
+  std::snprintf(text, sizeof text, "0x%" PRIx64, value);
+  return text;
+}
+
+std::string plural(std::uint64_t count, const char* noun) {
+  return std::to_string(count) + " " + noun + (count == 1 ? "" : "s");
+}
+
+// --- Mapping between the API's enums and their on-disk numbers. ---
+
+std::uint8_t kind_to_disk(ImageKind kind) {
+  switch (kind) {
+    case ImageKind::Cubin: return f::kKindCubin;
+    case ImageKind::Ptx: return f::kKindPtx;
+    case ImageKind::Source: return f::kKindSource;
+  }
+  return f::kKindCubin;
+}
+
+std::optional<ImageKind> kind_from_disk(std::uint8_t kind) {
+  switch (kind) {
+    case f::kKindCubin: return ImageKind::Cubin;
+    case f::kKindPtx: return ImageKind::Ptx;
+    case f::kKindSource: return ImageKind::Source;
+    default: return std::nullopt;
+  }
+}
+
+std::uint8_t variant_to_disk(ArchVariant variant) {
+  switch (variant) {
+    case ArchVariant::Plain: return f::kVariantPlain;
+    case ArchVariant::Specific: return f::kVariantSpecific;
+    case ArchVariant::Family: return f::kVariantFamily;
+  }
+  return f::kVariantPlain;
+}
+
+std::optional<ArchVariant> variant_from_disk(std::uint8_t variant) {
+  switch (variant) {
+    case f::kVariantPlain: return ArchVariant::Plain;
+    case f::kVariantSpecific: return ArchVariant::Specific;
+    case f::kVariantFamily: return ArchVariant::Family;
+    default: return std::nullopt;
+  }
+}
+
+// Architectures are named sm_<major><minor> with one minor digit, so only these are unambiguous.
+constexpr int kMaxArchMajor = 99;
+constexpr int kMaxArchMinor = 9;
+
+// zstd's window limits (its stable API leaves the constants out): the smallest window, and the
+// largest the writer asks for, enough to span an image and its dictionary of up to 1 GiB each...
+constexpr int kMinWindowLog = 10;
+constexpr int kMaxWriterWindowLog = 30;
+// ...which the reader must then accept (zstd's default limit, 2^27, would refuse such frames).
+constexpr int kMaxReaderWindowLog = 31;
+
+// Zstd-compresses `raw`, with `prefix` (possibly empty) as raw-content dictionary.
+Result<Bytes> zstd_compress(ByteView raw, ByteView prefix, int level) {
+  std::unique_ptr<ZSTD_CCtx, decltype(&ZSTD_freeCCtx)> context(ZSTD_createCCtx(), ZSTD_freeCCtx);
+  if (!context) return make_error(Component::Bundle, "zstd could not allocate a compression context");
+  // A match into the prefix reaches back up to prefix + raw bytes: the window must span both, or
+  // a sibling's similar code (at about the same offset in its cubin) is out of reach.
+  const std::uint64_t span = std::max<std::uint64_t>(raw.size() + prefix.size(), 1);
+  const int window_log = std::clamp(static_cast<int>(std::bit_width(span - 1)), kMinWindowLog, kMaxWriterWindowLog);
+  ZSTD_CCtx* c = context.get();
+  const std::size_t setup_errors[] = {
+      ZSTD_CCtx_setParameter(c, ZSTD_c_compressionLevel, level),
+      ZSTD_CCtx_setParameter(c, ZSTD_c_windowLog, window_log),
+      ZSTD_CCtx_setParameter(c, ZSTD_c_contentSizeFlag, 1),  // the reader checks it against raw_size
+      ZSTD_CCtx_setParameter(c, ZSTD_c_checksumFlag, 0),     // the entry carries content_hash instead
+      ZSTD_CCtx_setParameter(c, ZSTD_c_dictIDFlag, 0),
+      prefix.empty() ? std::size_t{0} : ZSTD_CCtx_refPrefix(c, prefix.data(), prefix.size()),
+  };
+  for (std::size_t code : setup_errors) {
+    if (ZSTD_isError(code)) {
+      return make_error(Component::Bundle, std::string("zstd rejected a compression setting: ") + ZSTD_getErrorName(code));
+    }
+  }
+  Bytes out(ZSTD_compressBound(raw.size()));
+  const std::size_t size = ZSTD_compress2(c, out.data(), out.size(), raw.data(), raw.size());
+  if (ZSTD_isError(size)) {
+    return make_error(Component::Bundle, std::string("zstd compression failed: ") + ZSTD_getErrorName(size));
+  }
+  out.resize(size);
+  return out;
+}
+
+}  // namespace
+
+// ============================================================================================
+// Reader
+// ============================================================================================
+
+namespace {
+// What an opened bundle holds. Bundle::State (private to Bundle) is this, named so that the parser
+// and decoder below, which are not Bundle's members, can use it.
+struct BundleData {
+  Bytes owned;     // open_file's copy of the file; empty when the caller owns the bytes
+  ByteView bytes;  // the bundle itself: total_size bytes
+  std::string name;
+  std::uint32_t version = 0;
+  std::uint64_t file_hash = 0;
+  BundleMetadata metadata;
+  std::vector<ImageInfo> images;
+  std::vector<f::Entry> entries;
+};
+}  // namespace
+
+struct Bundle::State : BundleData {};
+
+namespace {
+
+// Validates a bundle's bytes into a BundleData. Each check has its own message; they run in
+// the order of docs/bundle-format.md, so a damaged file reports the earliest thing wrong with it.
+class Parser {
+ public:
+  Parser(ByteView available, BundleData& state) : available_(available), state_(state) {}
+
+  Result<void> run() {
+    for (auto step : {&Parser::check_header, &Parser::check_checksums, &Parser::check_sections,
+                      &Parser::read_refs, &Parser::read_metadata, &Parser::read_entries, &Parser::check_overlaps}) {
+      if (auto done = (this->*step)(); !done) return done;
+    }
+    return {};
+  }
+
+ private:
+  Error fail(std::string message, const char* hint) const {
+    return make_error(Component::Bundle, std::move(message), state_.name, hint);
+  }
+
+  Result<void> check_header() {
+    const std::uint64_t size = available_.size();
+    const bool magic_matches =
+        std::equal(available_.begin(), available_.begin() + std::min<std::size_t>(size, f::kMagic.size()), f::kMagic.begin());
+    if (!magic_matches) {
+      std::string seen;
+      for (std::size_t i = 0; i < std::min<std::size_t>(size, f::kMagic.size()); ++i) {
+        char byte[4];
+        std::snprintf(byte, sizeof byte, "%02x", available_[i]);
+        seen += (i ? " " : "") + std::string(byte);
+      }
+      return fail("not a kiln bundle: it starts with [" + seen + "], not the magic \"KILNBNDL\"", kHintTruncated);
+    }
+    if (size < f::kHeaderSize) {
+      return fail("the file is " + plural(size, "byte") + ", shorter than the " + std::to_string(f::kHeaderSize) +
+                      "-byte bundle header",
+                  kHintTruncated);
+    }
+    header_ = f::decode<f::Header>(available_.data());
+    state_.version = header_.format_version;
+    if (header_.format_version > f::kFormatVersion) {
+      return fail("format version " + std::to_string(header_.format_version) + " is newer than this reader, which reads " +
+                      std::to_string(f::kOldestReadableVersion) + " to " + std::to_string(f::kFormatVersion),
+                  kHintNewer);
+    }
+    if (header_.format_version < f::kOldestReadableVersion) {
+      return fail("format version " + std::to_string(header_.format_version) + " does not exist (the first is " +
+                      std::to_string(f::kOldestReadableVersion) + ")",
+                  kHintCorrupt);
+    }
+    if (header_.header_size != f::kHeaderSize) {
+      return fail("header size " + std::to_string(header_.header_size) + " is not the " +
+                      std::to_string(f::kHeaderSize) + " bytes of a version " +
+                      std::to_string(header_.format_version) + " header",
+                  kHintCorrupt);
+    }
+    if (header_.total_size < f::kHeaderSize || !f::is_aligned(header_.total_size, f::kBundleAlignment)) {
+      return fail("total size " + std::to_string(header_.total_size) + " is not a multiple of " +
+                      std::to_string(f::kBundleAlignment) + " of at least the header's " +
+                      std::to_string(f::kHeaderSize) + " bytes",
+                  kHintCorrupt);
+    }
+    if (header_.total_size > size) {
+      return fail("the header says the bundle is " + plural(header_.total_size, "byte") + " but only " +
+                      plural(size, "byte") + " are there",
+                  kHintTruncated);
+    }
+    state_.bytes = available_.first(header_.total_size);
+    return {};
+  }
+
+  Result<void> check_checksums() {
+    std::array<std::uint8_t, f::kHeaderSize> header_bytes;
+    std::copy_n(state_.bytes.begin(), f::kHeaderSize, header_bytes.begin());
+    f::store_le<std::uint64_t>(header_bytes.data() + offsetof(f::Header, header_checksum), 0);
+    const std::uint64_t header_sum = checksum64(header_bytes);
+    if (header_sum != header_.header_checksum) {
+      return fail("header checksum " + hex(header_.header_checksum) + " does not match the header's bytes (" +
+                      hex(header_sum) + ")",
+                  kHintCorrupt);
+    }
+    const std::uint64_t content_sum = checksum64(state_.bytes.subspan(f::kHeaderSize));
+    if (content_sum != header_.content_checksum) {
+      return fail("content checksum " + hex(header_.content_checksum) + " does not match the bytes after the header (" +
+                      hex(content_sum) + ")",
+                  kHintCorrupt);
+    }
+    state_.file_hash = checksum64(state_.bytes);
+    return {};
+  }
+
+  // Sections lie in a fixed order, each aligned and starting at or after the end of the one before,
+  // inside the bundle: so no section overlaps another, and every later check is against these bounds.
+  Result<void> check_sections() {
+    const std::uint64_t total = header_.total_size;
+    if (header_.reserved0 != 0 || std::any_of(std::begin(header_.reserved1), std::end(header_.reserved1),
+                                              [](std::uint8_t byte) { return byte != 0; })) {
+      return fail("reserved header bytes are not zero", kHintMalformed);
+    }
+    if (header_.entry_size != f::kEntrySize) {
+      return fail("entry size " + std::to_string(header_.entry_size) + " is not the " +
+                      std::to_string(f::kEntrySize) + " bytes of a version " +
+                      std::to_string(header_.format_version) + " entry",
+                  kHintMalformed);
+    }
+    if (header_.image_count > f::kMaxImageCount) {
+      return fail(plural(header_.image_count, "image") + " is more than the reader's limit of " +
+                      std::to_string(f::kMaxImageCount),
+                  kHintMalformed);
+    }
+    std::uint64_t entries_size = 0;
+    std::uint64_t refs_size = 0;
+    f::checked_multiply(header_.image_count, f::kEntrySize, entries_size);  // both factors are 32-bit: no overflow
+    f::checked_multiply(header_.ref_count, f::kStringRefSize, refs_size);
+
+    struct Section {
+      const char* name;
+      std::uint64_t offset;
+      std::uint64_t size;
+      std::uint64_t alignment;
+    };
+    const Section sections[] = {
+        {"entry table", header_.entries_offset, entries_size, f::kSectionAlignment},
+        {"string refs", header_.refs_offset, refs_size, f::kSectionAlignment},
+        {"string bytes", header_.strings_offset, header_.strings_size, f::kSectionAlignment},
+        {"image data", header_.data_offset, header_.data_size, f::kImageAlignment},
+    };
+    std::uint64_t previous_end = f::kHeaderSize;
+    const char* previous_name = "header";
+    for (const Section& section : sections) {
+      if (!f::is_aligned(section.offset, section.alignment)) {
+        return fail(std::string(section.name) + " offset " + hex(section.offset) + " is not a multiple of " +
+                        std::to_string(section.alignment),
+                    kHintMalformed);
+      }
+      if (section.offset < previous_end) {
+        return fail(std::string(section.name) + " offset " + hex(section.offset) + " overlaps the " + previous_name +
+                        ", which ends at " + hex(previous_end),
+                    kHintMalformed);
+      }
+      if (!f::checked_range(section.offset, section.size, total)) {
+        return fail(std::string(section.name) + " at " + hex(section.offset) + " + " + plural(section.size, "byte") +
+                        " runs past the end of the bundle (" + plural(total, "byte") + ")",
+                    kHintMalformed);
+      }
+      previous_end = section.offset + section.size;
+      previous_name = section.name;
+    }
+    return {};
+  }
+
+  Result<void> read_refs() {
+    refs_.reserve(header_.ref_count);
+    const std::uint8_t* table = state_.bytes.data() + header_.refs_offset;
+    const ByteView strings = state_.bytes.subspan(header_.strings_offset, header_.strings_size);
+    for (std::uint32_t i = 0; i < header_.ref_count; ++i) {
+      const auto ref = f::decode<f::StringRef>(table + std::size_t{i} * f::kStringRefSize);
+      // The +1 is the NUL each string carries for tools that read the file as C strings.
+      if (!f::checked_range(ref.offset, std::uint64_t{ref.length} + 1, strings.size())) {
+        return fail("string ref " + std::to_string(i) + " (offset " + hex(ref.offset) + ", length " +
+                        std::to_string(ref.length) + ") runs past the string bytes (" +
+                        plural(strings.size(), "byte") + ")",
+                    kHintMalformed);
+      }
+      const std::string_view text = as_text(strings.subspan(ref.offset, ref.length));
+      if (strings[ref.offset + ref.length] != 0) {
+        return fail("string ref " + std::to_string(i) + " is not followed by a NUL", kHintMalformed);
+      }
+      if (text.find('\0') != std::string_view::npos) {
+        return fail("string ref " + std::to_string(i) + " contains a NUL byte", kHintMalformed);
+      }
+      refs_.push_back(text);
+    }
+    return {};
+  }
+
+  // The strings of refs [first, first + count), or an error naming `what`.
+  Result<std::span<const std::string_view>> ref_range(std::uint64_t first, std::uint64_t count,
+                                                      const std::string& what) const {
+    if (!f::checked_range(first, count, refs_.size())) {
+      return fail(what + ": refs " + std::to_string(first) + " + " + std::to_string(count) +
+                      " run past the " + plural(refs_.size(), "string ref"),
+                  kHintMalformed);
+    }
+    return std::span<const std::string_view>(refs_).subspan(first, count);
+  }
+
+  Result<void> read_metadata() {
+    auto pairs = ref_range(header_.metadata_first_ref, std::uint64_t{header_.metadata_count} * 2, "metadata");
+    if (!pairs) return pairs.error();
+    std::set<std::string_view> keys;
+    for (std::size_t i = 0; i < pairs->size(); i += 2) {
+      const std::string_view key = (*pairs)[i];
+      if (key.empty()) return fail("metadata entry " + std::to_string(i / 2) + " has an empty key", kHintMalformed);
+      if (!keys.insert(key).second) return fail("metadata key '" + std::string(key) + "' appears twice", kHintMalformed);
+      state_.metadata.entries.emplace_back(std::string(key), std::string((*pairs)[i + 1]));
+    }
+    return {};
+  }
+
+  Result<void> read_entries() {
+    const std::uint32_t count = header_.image_count;
+    state_.entries.reserve(count);
+    state_.images.reserve(count);
+    depth_.assign(count, 0);
+    for (std::uint32_t i = 0; i < count; ++i) {
+      const auto entry =
+          f::decode<f::Entry>(state_.bytes.data() + header_.entries_offset + std::size_t{i} * f::kEntrySize);
+      ImageInfo info;
+      if (auto target = read_target(i, entry); target) {
+        info.target = *target;
+      } else {
+        return target.error();
+      }
+      const std::string where = "image " + std::to_string(i) + " (" + info.target.name() + ")";
+      if (entry.reserved0 != 0) return fail(where + ": reserved entry bytes are not zero", kHintMalformed);
+
+      auto stored = entry.duplicate_of == f::kNoImage ? check_stored(i, entry, where) : check_duplicate(i, entry, where);
+      if (!stored) return stored;
+
+      if (auto names = read_names(entry, where); names) {
+        info.kernels = std::move(*names);
+      } else {
+        return names.error();
+      }
+      const f::Entry& owner = entry.duplicate_of == f::kNoImage ? entry : state_.entries[entry.duplicate_of];
+      info.codec = static_cast<Codec>(owner.codec);
+      info.raw_size = entry.raw_size;
+      info.stored_size = entry.stored_size;
+      info.content_hash = entry.content_hash;
+      if (entry.duplicate_of != f::kNoImage) info.duplicate_of = entry.duplicate_of;
+      if (entry.dictionary != f::kNoImage) info.dictionary = entry.dictionary;
+      state_.entries.push_back(entry);
+      state_.images.push_back(std::move(info));
+    }
+    return {};
+  }
+
+  Result<ImageTarget> read_target(std::uint32_t index, const f::Entry& entry) const {
+    const std::string where = "image " + std::to_string(index);
+    const auto kind = kind_from_disk(entry.kind);
+    if (!kind) return fail(where + ": kind " + std::to_string(entry.kind) + " is not cubin (0), ptx (1) or source (2)", kHintMalformed);
+    const auto variant = variant_from_disk(entry.arch_variant);
+    if (!variant) {
+      return fail(where + ": architecture variant " + std::to_string(entry.arch_variant) +
+                      " is not plain (0), specific 'a' (1) or family 'f' (2)",
+                  kHintMalformed);
+    }
+    ImageTarget target{*kind, Arch{{entry.arch_major, entry.arch_minor}, *variant}};
+    if (*kind == ImageKind::Source) {
+      if (entry.arch_major != 0 || entry.arch_minor != 0 || *variant != ArchVariant::Plain) {
+        return fail(where + ": a source image has an architecture (" + std::to_string(entry.arch_major) + "." +
+                        std::to_string(entry.arch_minor) + "); source images have none",
+                    kHintMalformed);
+      }
+    } else if (entry.arch_major < 1 || entry.arch_major > kMaxArchMajor || entry.arch_minor > kMaxArchMinor) {
+      return fail(where + ": architecture " + std::to_string(entry.arch_major) + "." + std::to_string(entry.arch_minor) +
+                      " is not a compute capability (major 1-99, minor 0-9)",
+                  kHintMalformed);
+    }
+    return target;
+  }
+
+  // An image whose stored bytes are its own.
+  Result<void> check_stored(std::uint32_t index, const f::Entry& entry, const std::string& where) {
+    if (entry.codec != f::kCodecNone && entry.codec != f::kCodecZstd) {
+      return fail(where + ": codec " + std::to_string(entry.codec) + " is not none (0) or zstd (1)", kHintNewer);
+    }
+    if (entry.raw_size == 0 || entry.raw_size > f::kMaxImageRawSize) {
+      return fail(where + ": raw size " + std::to_string(entry.raw_size) + " is not between 1 byte and the reader's limit of " +
+                      plural(f::kMaxImageRawSize, "byte"),
+                  kHintMalformed);
+    }
+    if (entry.stored_size == 0) return fail(where + ": stored size is 0", kHintMalformed);
+    if (!f::is_aligned(entry.data_offset, f::kImageAlignment)) {
+      return fail(where + ": data offset " + hex(entry.data_offset) + " is not a multiple of " +
+                      std::to_string(f::kImageAlignment),
+                  kHintMalformed);
+    }
+    if (entry.data_offset < header_.data_offset ||
+        !f::checked_range(entry.data_offset - header_.data_offset, entry.stored_size, header_.data_size)) {
+      return fail(where + ": data offset " + hex(entry.data_offset) + " + stored size " +
+                      std::to_string(entry.stored_size) + " lies outside the image data area (" +
+                      hex(header_.data_offset) + " + " + plural(header_.data_size, "byte") + ")",
+                  kHintMalformed);
+    }
+    if (entry.codec == f::kCodecNone) {
+      if (entry.stored_size != entry.raw_size) {
+        return fail(where + ": stored uncompressed, yet stored size " + std::to_string(entry.stored_size) +
+                        " differs from raw size " + std::to_string(entry.raw_size),
+                    kHintMalformed);
+      }
+      if (entry.dictionary != f::kNoImage) {
+        return fail(where + ": stored uncompressed, yet names image " + std::to_string(entry.dictionary) +
+                        " as its dictionary",
+                    kHintMalformed);
+      }
+    } else if ((entry.raw_size + f::kZstdMaxExpansion - 1) / f::kZstdMaxExpansion > entry.stored_size) {
+      return fail(where + ": raw size " + std::to_string(entry.raw_size) + " cannot come from " +
+                      plural(entry.stored_size, "zstd byte") + " (a zstd block yields at most 128 KiB from 4 bytes)",
+                  kHintMalformed);
+    }
+    if (entry.dictionary != f::kNoImage) {
+      if (entry.dictionary >= index) {
+        return fail(where + ": dictionary image " + std::to_string(entry.dictionary) +
+                        " is not an earlier image (dictionaries must come first, which also rules out cycles)",
+                    kHintMalformed);
+      }
+      const f::Entry& dictionary = state_.entries[entry.dictionary];
+      if (dictionary.duplicate_of != f::kNoImage) {
+        return fail(where + ": dictionary image " + std::to_string(entry.dictionary) +
+                        " is a duplicate; a dictionary must be the image that holds the bytes",
+                    kHintMalformed);
+      }
+      depth_[index] = depth_[entry.dictionary] + 1;
+      if (depth_[index] > f::kMaxDictionaryDepth) {
+        return fail(where + ": its dictionary chain is longer than the reader's limit of " +
+                        std::to_string(f::kMaxDictionaryDepth),
+                    kHintMalformed);
+      }
+    }
+    stored_ranges_.push_back({entry.data_offset, entry.stored_size, index});
+    return {};
+  }
+
+  // An image that shares the stored bytes of an earlier, identical one.
+  Result<void> check_duplicate(std::uint32_t index, const f::Entry& entry, const std::string& where) const {
+    if (entry.duplicate_of >= index) {
+      return fail(where + ": duplicate of image " + std::to_string(entry.duplicate_of) + ", which is not an earlier image",
+                  kHintMalformed);
+    }
+    const f::Entry& original = state_.entries[entry.duplicate_of];
+    if (original.duplicate_of != f::kNoImage) {
+      return fail(where + ": duplicate of image " + std::to_string(entry.duplicate_of) +
+                      ", itself a duplicate; a duplicate must name the image that holds the bytes",
+                  kHintMalformed);
+    }
+    if (entry.codec != 0 || entry.dictionary != f::kNoImage || entry.data_offset != 0 || entry.stored_size != 0 ||
+        entry.stored_checksum != 0) {
+      return fail(where + ": a duplicate must have zero codec, data offset, stored size and checksum and no dictionary",
+                  kHintMalformed);
+    }
+    if (entry.raw_size != original.raw_size || entry.content_hash != original.content_hash) {
+      return fail(where + ": duplicate of image " + std::to_string(entry.duplicate_of) +
+                      ", yet its raw size or content hash differs from that image's",
+                  kHintMalformed);
+    }
+    return {};
+  }
+
+  Result<std::vector<std::string>> read_names(const f::Entry& entry, const std::string& where) {
+    auto names = ref_range(entry.names_first_ref, entry.names_count, where + " kernel names");
+    if (!names) return names.error();
+    // Lists may be shared, so a small file could name billions of strings; bound what is copied.
+    name_references_ += names->size();
+    for (std::string_view name : *names) name_bytes_ += name.size();
+    if (name_references_ > f::kMaxNameReferences || name_bytes_ > f::kMaxNameBytes) {
+      return fail(where + ": the kernel names of the images so far (" + plural(name_references_, "name") + ", " +
+                      plural(name_bytes_, "byte") + ") exceed the reader's limit of " +
+                      std::to_string(f::kMaxNameReferences) + " names or " + plural(f::kMaxNameBytes, "byte"),
+                  kHintMalformed);
+    }
+    std::vector<std::string> kernels;
+    kernels.reserve(names->size());
+    for (std::string_view name : *names) {
+      if (name.empty()) return fail(where + ": kernel name " + std::to_string(kernels.size()) + " is empty", kHintMalformed);
+      kernels.emplace_back(name);
+    }
+    return kernels;
+  }
+
+  Result<void> check_overlaps() {
+    std::sort(stored_ranges_.begin(), stored_ranges_.end(), [](const StoredRange& a, const StoredRange& b) {
+      return std::pair(a.offset, a.image) < std::pair(b.offset, b.image);
+    });
+    for (std::size_t i = 1; i < stored_ranges_.size(); ++i) {
+      const StoredRange& before = stored_ranges_[i - 1];
+      const StoredRange& after = stored_ranges_[i];
+      if (after.offset < before.offset + before.size) {
+        return fail("image " + std::to_string(after.image) + ": stored bytes at " + hex(after.offset) +
+                        " overlap those of image " + std::to_string(before.image) + " (" + hex(before.offset) + " + " +
+                        plural(before.size, "byte") + ")",
+                    kHintMalformed);
+      }
+    }
+    return {};
+  }
+
+  struct StoredRange {
+    std::uint64_t offset;
+    std::uint64_t size;
+    std::uint32_t image;
+  };
+
+  ByteView available_;
+  BundleData& state_;
+  f::Header header_{};
+  std::vector<std::string_view> refs_;
+  std::vector<std::uint32_t> depth_;  // dictionary chain length of each image
+  std::vector<StoredRange> stored_ranges_;
+  std::uint64_t name_references_ = 0;
+  std::uint64_t name_bytes_ = 0;
+};
+
+const BundleData& empty_state() {
+  static const BundleData state;
+  return state;
+}
+
+}  // namespace
+
+Result<Bundle> Bundle::open(ByteView bytes, std::string name) {
+  auto state = std::make_shared<State>();
+  state->name = std::move(name);
+  Parser parser(bytes, *state);
+  if (auto parsed = parser.run(); !parsed) return std::move(parsed).error();
+  Bundle bundle;
+  bundle.state_ = std::move(state);
+  return bundle;
+}
+
+Result<Bundle> Bundle::open_file(const std::filesystem::path& path) {
+  const std::string name = path.string();
+  std::ifstream file(path, std::ios::binary | std::ios::ate);
+  if (!file) {
+    const int code = errno;
+    Error error = make_error(Component::Io, "cannot open the bundle: " + std::string(std::strerror(code)), name,
+                             "check the path and its permissions");
+    error.native_code = code;
+    return error;
+  }
+  const std::streamoff size = file.tellg();
+  if (size < 0) return make_error(Component::Io, "cannot tell the bundle's size", name);
+  auto state = std::make_shared<State>();
+  state->name = name;
+  state->owned.resize(static_cast<std::size_t>(size));
+  file.seekg(0);
+  file.read(reinterpret_cast<char*>(state->owned.data()), size);
+  if (!file || file.gcount() != size) {
+    return make_error(Component::Io, "reading the bundle failed after " + std::to_string(file.gcount()) + " of " +
+                                         plural(static_cast<std::uint64_t>(size), "byte"),
+                      name, "check that the file is not being written while it is read");
+  }
+  Parser parser(state->owned, *state);
+  if (auto parsed = parser.run(); !parsed) return std::move(parsed).error();
+  Bundle bundle;
+  bundle.state_ = std::move(state);
+  return bundle;
+}
+
+namespace {
+// A default-constructed Bundle behaves as an empty one rather than dereferencing null.
+const BundleData& state_of(const BundleData* state) { return state ? *state : empty_state(); }
+}  // namespace
+
+const std::string& Bundle::name() const noexcept { return state_of(state_.get()).name; }
+std::uint32_t Bundle::format_version() const noexcept { return state_of(state_.get()).version; }
+const BundleMetadata& Bundle::metadata() const noexcept { return state_of(state_.get()).metadata; }
+const std::vector<ImageInfo>& Bundle::images() const noexcept { return state_of(state_.get()).images; }
+std::uint64_t Bundle::file_size() const noexcept { return state_of(state_.get()).bytes.size(); }
+std::uint64_t Bundle::file_hash() const noexcept { return state_of(state_.get()).file_hash; }
+
+std::vector<ImageTarget> Bundle::targets() const {
+  std::vector<ImageTarget> targets;
+  for (const ImageInfo& image : images()) targets.push_back(image.target);
+  return targets;
+}
+
+namespace {
+
+// Decodes the stored bytes of one image (validated by open()) given its dictionary's raw bytes.
+Result<Bytes> decode_image(const BundleData& state, std::size_t index, ByteView dictionary) {
+  const f::Entry& entry = state.entries[index];
+  const std::string where = "image " + std::to_string(index) + " (" + state.images[index].target.name() + ")";
+  auto fail = [&](std::string message, const char* hint) {
+    return make_error(Component::Bundle, where + ": " + std::move(message), state.name, hint);
+  };
+  const ByteView stored = state.bytes.subspan(entry.data_offset, entry.stored_size);
+  if (const std::uint64_t sum = checksum64(stored); sum != entry.stored_checksum) {
+    return fail("stored-bytes checksum " + hex(entry.stored_checksum) + " does not match the stored bytes (" + hex(sum) + ")",
+                kHintCorrupt);
+  }
+  if (entry.codec == f::kCodecNone) return Bytes(stored.begin(), stored.end());
+
+  const unsigned long long declared = ZSTD_getFrameContentSize(stored.data(), stored.size());
+  if (declared == ZSTD_CONTENTSIZE_ERROR) return fail("the stored bytes are not a zstd frame", kHintMalformed);
+  if (declared == ZSTD_CONTENTSIZE_UNKNOWN) return fail("the zstd frame does not declare its size", kHintMalformed);
+  if (declared != entry.raw_size) {
+    return fail("the zstd frame declares " + plural(declared, "byte") + ", the entry " +
+                    plural(entry.raw_size, "raw byte"),
+                kHintMalformed);
+  }
+  const std::size_t frame_size = ZSTD_findFrameCompressedSize(stored.data(), stored.size());
+  if (ZSTD_isError(frame_size) || frame_size != stored.size()) {
+    return fail("the stored bytes are not exactly one zstd frame (" +
+                    (ZSTD_isError(frame_size) ? std::string(ZSTD_getErrorName(frame_size))
+                                              : "the frame ends at byte " + std::to_string(frame_size)) +
+                    ")",
+                kHintMalformed);
+  }
+  std::unique_ptr<ZSTD_DCtx, decltype(&ZSTD_freeDCtx)> context(ZSTD_createDCtx(), ZSTD_freeDCtx);
+  if (!context) return fail("zstd could not allocate a decompression context", kHintCorrupt);
+  ZSTD_DCtx_setParameter(context.get(), ZSTD_d_windowLogMax, kMaxReaderWindowLog);
+  if (!dictionary.empty()) {
+    if (const std::size_t code = ZSTD_DCtx_refPrefix(context.get(), dictionary.data(), dictionary.size());
+        ZSTD_isError(code)) {
+      return fail(std::string("zstd rejected the dictionary: ") + ZSTD_getErrorName(code), kHintCorrupt);
+    }
+  }
+  // Bounded by the declared raw size (checked against kMaxImageRawSize and the frame at open):
+  // a frame that would inflate further fails with "destination buffer is too small".
+  Bytes raw(entry.raw_size);
+  const std::size_t size = ZSTD_decompressDCtx(context.get(), raw.data(), raw.size(), stored.data(), stored.size());
+  if (ZSTD_isError(size)) return fail(std::string("zstd decompression failed: ") + ZSTD_getErrorName(size), kHintCorrupt);
+  if (size != raw.size()) {
+    return fail("the zstd frame inflated to " + plural(size, "byte") + ", not the declared " + std::to_string(raw.size()),
+                kHintCorrupt);
+  }
+  return raw;
+}
+
+}  // namespace
+
+Result<Bytes> Bundle::extract(std::size_t index) const {
+  const BundleData& state = state_of(state_.get());
+  if (index >= state.images.size()) {
+    return make_error(Component::Bundle,
+                      "image index " + std::to_string(index) + " is out of range: the bundle holds " +
+                          plural(state.images.size(), "image"),
+                      state.name, "use an index below images().size()");
+  }
+  const std::size_t owner = state.images[index].duplicate_of.value_or(index);
+  // Decode the dictionary chain from its root down to `owner`, each image verified against its
+  // content hash before it primes the next. open() bounded the chain and ruled out cycles.
+  std::vector<std::size_t> chain{owner};
+  while (const auto dictionary = state.images[chain.back()].dictionary) chain.push_back(*dictionary);
+  Bytes previous;
+  for (auto link = chain.rbegin(); link != chain.rend(); ++link) {
+    auto raw = decode_image(state, *link, previous);
+    if (!raw) return raw;
+    const ImageInfo& info = state.images[*link];
+    if (const std::uint64_t hash = checksum64(*raw); hash != info.content_hash) {
+      return make_error(Component::Bundle,
+                        "image " + std::to_string(*link) + " (" + info.target.name() + "): content hash " +
+                            hex(info.content_hash) + " does not match the decompressed bytes (" + hex(hash) + ")",
+                        state.name, kHintCorrupt);
+    }
+    previous = std::move(*raw);
+  }
+  return previous;
+}
+
+// ============================================================================================
+// Writer
+// ============================================================================================
+
+namespace {
+
+Error writer_error(std::string message) { return make_error(Component::Bundle, std::move(message), {}, kHintWriter); }
+
+std::string default_toolkit() {
+  // The headers kiln was built with; the compiler passes the NVRTC that made the images instead.
+#ifdef CUDA_VERSION
+  return "CUDA " + std::to_string(CUDA_VERSION / 1000) + "." + std::to_string(CUDA_VERSION % 1000 / 10);
+#else
+  return "CUDA unknown";
+#endif
+}
+
+Result<void> check_string(const std::string& text, const std::string& what) {
+  if (text.find('\0') != std::string::npos) return writer_error(what + " contains a NUL byte");
+  if (text.size() > std::numeric_limits<std::uint32_t>::max()) return writer_error(what + " is longer than 4 GiB");
+  return {};
+}
+
+Result<void> check_images(const std::vector<Image>& images) {
+  if (images.size() > f::kMaxImageCount) {
+    return writer_error(plural(images.size(), "image") + " is more than a bundle holds (" +
+                        std::to_string(f::kMaxImageCount) + ")");
+  }
+  std::uint64_t name_references = 0;
+  std::uint64_t name_bytes = 0;
+  for (std::size_t i = 0; i < images.size(); ++i) {
+    const Image& image = images[i];
+    const std::string where = "image " + std::to_string(i) + " (" + image.target.name() + ")";
+    if (image.bytes.empty()) return writer_error(where + " is empty");
+    if (image.bytes.size() > f::kMaxImageRawSize) {
+      return writer_error(where + " is " + plural(image.bytes.size(), "byte") + ", more than a bundle holds per image (" +
+                          plural(f::kMaxImageRawSize, "byte") + ")");
+    }
+    const Arch& arch = image.target.arch;
+    if (image.target.kind == ImageKind::Source) {
+      if (arch != Arch{}) return writer_error(where + " has an architecture (" + arch.sm_name() + "); source images have none");
+    } else if (arch.cc.major < 1 || arch.cc.major > kMaxArchMajor || arch.cc.minor < 0 || arch.cc.minor > kMaxArchMinor) {
+      return writer_error(where + ": compute capability " + std::to_string(arch.cc.major) + "." +
+                          std::to_string(arch.cc.minor) + " is outside major 1-99, minor 0-9");
+    }
+    for (std::size_t k = 0; k < image.kernels.size(); ++k) {
+      if (image.kernels[k].empty()) return writer_error(where + ": kernel name " + std::to_string(k) + " is empty");
+      if (auto valid = check_string(image.kernels[k], where + ": kernel name " + std::to_string(k)); !valid) return valid;
+      name_bytes += image.kernels[k].size();
+    }
+    name_references += image.kernels.size();
+  }
+  // The reader's bound on what open() copies; kiln never writes a bundle that it cannot read.
+  if (name_references > f::kMaxNameReferences || name_bytes > f::kMaxNameBytes) {
+    return writer_error("the images name " + plural(name_references, "kernel") + " in " + plural(name_bytes, "byte") +
+                        " in all, more than a bundle holds (" + std::to_string(f::kMaxNameReferences) + " names, " +
+                        plural(f::kMaxNameBytes, "byte") + ")");
+  }
+  return {};
+}
+
+// "producer" and "toolkit" first, the caller's if given (a golden file pins them), else this
+// kiln and the CUDA headers it was built with; then the caller's other entries in their order.
+Result<std::vector<std::pair<std::string, std::string>>> final_metadata(const BundleMetadata& metadata) {
+  std::vector<std::pair<std::string, std::string>> entries = {
+      {"producer", metadata.get("producer").value_or("kiln " KILN_VERSION)},
+      {"toolkit", metadata.get("toolkit").value_or(default_toolkit())},
+  };
+  std::set<std::string> keys = {"producer", "toolkit"};
+  std::set<std::string> seen;
+  for (const auto& [key, value] : metadata.entries) {
+    if (key.empty()) return writer_error("a metadata key is empty");
+    if (!seen.insert(key).second) return writer_error("metadata key '" + key + "' appears twice");
+    if (auto valid = check_string(key, "metadata key '" + key + "'"); !valid) return valid.error();
+    if (auto valid = check_string(value, "metadata value of '" + key + "'"); !valid) return valid.error();
+    if (keys.insert(key).second) entries.emplace_back(key, value);
+  }
+  return entries;
+}
+
+// Strings stored once each, in order of first use; refs and name lists likewise.
+class StringTable {
+ public:
+  std::uint32_t ref(const std::string& text) {
+    auto [it, inserted] = offsets_.try_emplace(text, static_cast<std::uint32_t>(bytes_.size()));
+    if (inserted) {
+      bytes_.insert(bytes_.end(), text.begin(), text.end());
+      bytes_.push_back(0);
+    }
+    refs_.push_back({it->second, static_cast<std::uint32_t>(text.size())});
+    return static_cast<std::uint32_t>(refs_.size() - 1);
+  }
+
+  // The first ref of a contiguous run naming `names`; identical lists share one run.
+  std::uint32_t list(const std::vector<std::string>& names) {
+    if (names.empty()) return 0;
+    auto [it, inserted] = lists_.try_emplace(names, 0);
+    if (inserted) {
+      it->second = static_cast<std::uint32_t>(refs_.size());
+      for (const std::string& name : names) ref(name);
+    }
+    return it->second;
+  }
+
+  [[nodiscard]] const std::vector<f::StringRef>& refs() const { return refs_; }
+  [[nodiscard]] const Bytes& bytes() const { return bytes_; }
+
+ private:
+  std::map<std::string, std::uint32_t> offsets_;
+  std::map<std::vector<std::string>, std::uint32_t> lists_;
+  std::vector<f::StringRef> refs_;
+  Bytes bytes_;
+};
+
+struct StoredImage {
+  std::uint16_t codec = f::kCodecNone;
+  std::uint32_t dictionary = f::kNoImage;
+  Bytes bytes;  // empty when stored uncompressed: the image's own bytes are copied in
+};
+
+// Each image's dictionary candidate: the earlier unique image of the same kind with the nearest
+// architecture (a lower one first), whose chain has room left; among equals the one with the
+// shortest chain (images split per kernel share boilerplate, not code: a star around the first
+// decodes faster than a chain), then the latest. Cubins of neighbouring architectures share most
+// of their bytes; a PTX or a source shares little with a cubin, so kinds never mix.
+std::vector<std::uint32_t> plan_dictionaries(const std::vector<Image>& images, const std::vector<std::uint32_t>& duplicate_of) {
+  std::vector<std::uint32_t> dictionary(images.size(), f::kNoImage);
+  std::vector<std::uint32_t> depth(images.size(), 0);
+  auto distance = [](const Arch& from, const Arch& to) {
+    const int a = from.cc.major * 10 + from.cc.minor;
+    const int b = to.cc.major * 10 + to.cc.minor;
+    // Lower architectures first: a newer cubin is usually a superset of an older one's features.
+    return b <= a ? 2 * (a - b) : 2 * (b - a) + 1;
+  };
+  for (std::size_t i = 0; i < images.size(); ++i) {
+    if (duplicate_of[i] != f::kNoImage) continue;
+    std::optional<std::size_t> best;
+    for (std::size_t j = 0; j < i; ++j) {
+      if (duplicate_of[j] != f::kNoImage || images[j].target.kind != images[i].target.kind) continue;
+      if (depth[j] >= f::kMaxDictionaryDepth) continue;
+      auto rank = [&](std::size_t k) { return std::pair(distance(images[i].target.arch, images[k].target.arch), depth[k]); };
+      if (!best || rank(j) <= rank(*best)) best = j;
+    }
+    if (best) {
+      dictionary[i] = static_cast<std::uint32_t>(*best);
+      // Counted as if the dictionary is used: it may not be, which only shortens the real chain.
+      depth[i] = depth[*best] + 1;
+    }
+  }
+  return dictionary;
+}
+
+// Compresses every unique image, in parallel: each job depends only on raw bytes, so the result
+// is the same whatever the thread count or timing.
+Result<std::vector<StoredImage>> compress_images(const std::vector<Image>& images,
+                                                 const std::vector<std::uint32_t>& duplicate_of,
+                                                 const std::vector<std::uint32_t>& dictionary, const WriteOptions& options) {
+  std::vector<StoredImage> stored(images.size());
+  if (options.codec == Codec::None) return stored;
+
+  struct Job {
+    std::size_t image;
+    bool with_dictionary;
+  };
+  std::vector<Job> jobs;
+  for (std::size_t i = 0; i < images.size(); ++i) {
+    if (duplicate_of[i] != f::kNoImage) continue;
+    jobs.push_back({i, false});
+    if (dictionary[i] != f::kNoImage) jobs.push_back({i, true});
+  }
+  std::vector<std::optional<Result<Bytes>>> results(jobs.size());
+  std::atomic<std::size_t> next{0};
+  auto work = [&] {
+    for (std::size_t job = next++; job < jobs.size(); job = next++) {
+      const Image& image = images[jobs[job].image];
+      const ByteView prefix = jobs[job].with_dictionary ? ByteView(images[dictionary[jobs[job].image]].bytes) : ByteView();
+      results[job] = zstd_compress(image.bytes, prefix, options.level);
+    }
+  };
+  const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
+  const std::size_t thread_count = std::min<std::size_t>(options.threads ? options.threads : cores, jobs.size());
+  std::vector<std::jthread> threads;
+  for (std::size_t t = 1; t < thread_count; ++t) threads.emplace_back(work);
+  work();
+  threads.clear();  // joins
+
+  // Keep the smallest of: the raw bytes, zstd alone, zstd primed with the dictionary.
+  for (std::size_t job = 0; job < jobs.size(); ++job) {
+    Result<Bytes>& result = *results[job];
+    if (!result) return result.error();
+    StoredImage& choice = stored[jobs[job].image];
+    const std::size_t best = choice.codec == f::kCodecNone ? images[jobs[job].image].bytes.size() : choice.bytes.size();
+    if (result->size() < best) {
+      choice.codec = f::kCodecZstd;
+      choice.dictionary = jobs[job].with_dictionary ? dictionary[jobs[job].image] : f::kNoImage;
+      choice.bytes = std::move(*result);
+    }
+  }
+  return stored;
+}
+
+}  // namespace
+
+Result<Bytes> write_bundle(const std::vector<Image>& images, const BundleMetadata& metadata, const WriteOptions& options) {
+  if (options.codec != Codec::None && options.codec != Codec::Zstd) {
+    return writer_error("codec " + std::to_string(static_cast<int>(options.codec)) + " is not none or zstd");
+  }
+  if (options.codec == Codec::Zstd && (options.level < ZSTD_minCLevel() || options.level > ZSTD_maxCLevel())) {
+    return writer_error("zstd level " + std::to_string(options.level) + " is outside " + std::to_string(ZSTD_minCLevel()) +
+                        ".." + std::to_string(ZSTD_maxCLevel()));
+  }
+  if (auto valid = check_images(images); !valid) return valid.error();
+  auto pairs = final_metadata(metadata);
+  if (!pairs) return pairs.error();
+
+  // Identical images are stored once: later copies name the first.
+  std::vector<std::uint64_t> hashes(images.size());
+  std::vector<std::uint32_t> duplicate_of(images.size(), f::kNoImage);
+  std::unordered_map<std::uint64_t, std::vector<std::uint32_t>> by_hash;
+  for (std::uint32_t i = 0; i < images.size(); ++i) {
+    hashes[i] = checksum64(images[i].bytes);
+    auto& same_hash = by_hash[hashes[i]];
+    for (std::uint32_t j : same_hash) {
+      if (images[j].bytes == images[i].bytes) {
+        duplicate_of[i] = j;
+        break;
+      }
+    }
+    if (duplicate_of[i] == f::kNoImage) same_hash.push_back(i);
+  }
+
+  const std::vector<std::uint32_t> dictionary =
+      options.dictionaries && options.codec == Codec::Zstd ? plan_dictionaries(images, duplicate_of)
+                                                           : std::vector<std::uint32_t>(images.size(), f::kNoImage);
+  auto stored = compress_images(images, duplicate_of, dictionary, options);
+  if (!stored) return stored.error();
+
+  StringTable strings;
+  f::Header header{};
+  std::copy(f::kMagic.begin(), f::kMagic.end(), header.magic);
+  header.format_version = f::kFormatVersion;
+  header.header_size = f::kHeaderSize;
+  header.image_count = static_cast<std::uint32_t>(images.size());
+  header.entry_size = f::kEntrySize;
+  header.metadata_count = static_cast<std::uint32_t>(pairs->size());
+  header.metadata_first_ref = 0;
+  for (const auto& [key, value] : *pairs) {
+    strings.ref(key);
+    strings.ref(value);
+  }
+  std::vector<f::Entry> entries(images.size());
+  for (std::size_t i = 0; i < images.size(); ++i) {
+    f::Entry& entry = entries[i];
+    entry.kind = kind_to_disk(images[i].target.kind);
+    entry.arch_variant = variant_to_disk(images[i].target.arch.variant);
+    entry.arch_major = static_cast<std::uint8_t>(images[i].target.arch.cc.major);
+    entry.arch_minor = static_cast<std::uint8_t>(images[i].target.arch.cc.minor);
+    entry.duplicate_of = duplicate_of[i];
+    entry.dictionary = (*stored)[i].dictionary;
+    entry.codec = duplicate_of[i] == f::kNoImage ? (*stored)[i].codec : f::kCodecNone;
+    entry.raw_size = images[i].bytes.size();
+    entry.content_hash = hashes[i];
+    entry.names_first_ref = strings.list(images[i].kernels);
+    entry.names_count = static_cast<std::uint32_t>(images[i].kernels.size());
+  }
+  if (strings.bytes().size() > std::numeric_limits<std::uint32_t>::max()) {
+    return writer_error("the kernel names and metadata total more than 4 GiB");
+  }
+
+  header.entries_offset = f::kHeaderSize;
+  header.refs_offset = header.entries_offset + std::uint64_t{f::kEntrySize} * images.size();
+  header.ref_count = static_cast<std::uint32_t>(strings.refs().size());
+  header.strings_offset = header.refs_offset + std::uint64_t{f::kStringRefSize} * strings.refs().size();
+  header.strings_size = strings.bytes().size();
+  header.data_offset = f::align_up(header.strings_offset + header.strings_size, f::kImageAlignment);
+  std::uint64_t data_end = header.data_offset;
+  for (std::size_t i = 0; i < images.size(); ++i) {
+    if (duplicate_of[i] != f::kNoImage) continue;
+    const StoredImage& image = (*stored)[i];
+    entries[i].data_offset = f::align_up(data_end, f::kImageAlignment);
+    entries[i].stored_size = image.codec == f::kCodecNone ? images[i].bytes.size() : image.bytes.size();
+    data_end = entries[i].data_offset + entries[i].stored_size;
+  }
+  header.data_size = data_end - header.data_offset;
+  header.total_size = f::align_up(data_end, f::kBundleAlignment);
+
+  Bytes out(header.total_size, 0);
+  for (std::size_t i = 0; i < images.size(); ++i) {
+    if (duplicate_of[i] != f::kNoImage) continue;
+    const StoredImage& image = (*stored)[i];
+    const Bytes& bytes = image.codec == f::kCodecNone ? images[i].bytes : image.bytes;
+    std::copy(bytes.begin(), bytes.end(), out.begin() + static_cast<std::ptrdiff_t>(entries[i].data_offset));
+    entries[i].stored_checksum = checksum64(bytes);
+  }
+  for (std::size_t i = 0; i < entries.size(); ++i) {
+    f::encode(entries[i], out.data() + header.entries_offset + i * f::kEntrySize);
+  }
+  for (std::size_t i = 0; i < strings.refs().size(); ++i) {
+    f::encode(strings.refs()[i], out.data() + header.refs_offset + i * f::kStringRefSize);
+  }
+  std::copy(strings.bytes().begin(), strings.bytes().end(), out.begin() + static_cast<std::ptrdiff_t>(header.strings_offset));
+
+  header.content_checksum = checksum64(ByteView(out).subspan(f::kHeaderSize));
+  header.header_checksum = 0;
+  f::encode(header, out.data());
+  header.header_checksum = checksum64(ByteView(out).first(f::kHeaderSize));
+  f::encode(header, out.data());
+  return out;
+}
+
+}  // namespace kiln

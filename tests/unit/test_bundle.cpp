@@ -1,0 +1,794 @@
+// Bundle writer and reader: round trips, deduplication, dictionary chains, determinism, and a
+// rejection with a specific message for every way the bytes can be wrong.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <random>
+#include <regex>
+#include <thread>
+
+#include "fuzz/bundle_seal.hpp"
+#include "kiln/bundle.hpp"
+#include "kiln/bundle_format.hpp"
+
+namespace kiln {
+namespace {
+
+namespace f = format;
+
+Image make_image(ImageKind kind, Arch arch, Bytes bytes, std::vector<std::string> kernels = {}) {
+  return Image{ImageTarget{kind, arch}, std::move(kernels), std::move(bytes)};
+}
+Arch sm(int major, int minor, ArchVariant variant = ArchVariant::Plain) { return Arch{{major, minor}, variant}; }
+
+// Bytes that compress somewhat, like machine code: runs of a small alphabet with random breaks.
+Bytes code_like(std::mt19937_64& random, std::size_t size) {
+  Bytes bytes(size);
+  std::uniform_int_distribution<int> alphabet(0, 15);
+  std::uniform_int_distribution<int> any(0, 255);
+  for (std::size_t i = 0; i < size; ++i) bytes[i] = static_cast<std::uint8_t>(i % 7 == 0 ? any(random) : alphabet(random) * 16);
+  return bytes;
+}
+
+// A sibling architecture's image: the same bytes with a few changes, as sm_86 is to sm_80.
+Bytes mutated(std::mt19937_64& random, Bytes bytes, std::size_t changes) {
+  std::uniform_int_distribution<std::size_t> where(0, bytes.size() - 1);
+  for (std::size_t i = 0; i < changes; ++i) bytes[where(random)] ^= 0x5A;
+  return bytes;
+}
+
+Bytes text_bytes(std::string_view text) { return Bytes(text.begin(), text.end()); }
+
+// A small bundle that uses every feature: dictionary, duplicate, every kind, variants, metadata.
+std::vector<Image> feature_images() {
+  std::mt19937_64 random(42);
+  const Bytes base = code_like(random, 3000);
+  const Bytes sibling = mutated(random, base, 20);
+  const std::vector<std::string> kernels = {"_Z10add_kernelIfEvPKT_S2_PS0_i", "_Z10sum_kernelIfEvPKT_Pfi"};
+  return {
+      make_image(ImageKind::Cubin, sm(8, 0), base, kernels),
+      make_image(ImageKind::Cubin, sm(8, 6), sibling, kernels),
+      make_image(ImageKind::Cubin, sm(8, 9), sibling, kernels),  // identical to sm_86: stored once
+      make_image(ImageKind::Cubin, sm(9, 0, ArchVariant::Specific), mutated(random, base, 40), {"_Z4wgmmav"}),
+      make_image(ImageKind::Ptx, sm(10, 0, ArchVariant::Family), text_bytes(".version 9.0\n.target sm_100f\n"), kernels),
+      make_image(ImageKind::Source, Arch{}, text_bytes("__global__ void add_kernel() {}\n"), kernels),
+  };
+}
+
+BundleMetadata feature_metadata() { return BundleMetadata{{{"toolkit", "CUDA 13.0"}, {"project", "kiln tests"}}}; }
+
+Bytes feature_bundle() {
+  auto bytes = write_bundle(feature_images(), feature_metadata());
+  EXPECT_TRUE(bytes.ok()) << bytes.error().describe();
+  return std::move(bytes).value();
+}
+
+void expect_same_images(const Bundle& bundle, const std::vector<Image>& images) {
+  ASSERT_EQ(bundle.images().size(), images.size());
+  for (std::size_t i = 0; i < images.size(); ++i) {
+    const ImageInfo& info = bundle.images()[i];
+    EXPECT_EQ(info.target, images[i].target) << "image " << i;
+    EXPECT_EQ(info.kernels, images[i].kernels) << "image " << i;
+    EXPECT_EQ(info.raw_size, images[i].bytes.size()) << "image " << i;
+    EXPECT_EQ(info.content_hash, checksum64(images[i].bytes)) << "image " << i;
+    auto bytes = bundle.extract(i);
+    ASSERT_TRUE(bytes.ok()) << "image " << i << ": " << bytes.error().describe();
+    EXPECT_EQ(*bytes, images[i].bytes) << "image " << i;
+  }
+}
+
+// --- Editing a written bundle: decode a record, change it, encode it back, re-seal the checksums. ---
+
+f::Header header_of(const Bytes& bytes) { return f::decode<f::Header>(bytes.data()); }
+
+Bytes with_header(Bytes bytes, const std::function<void(f::Header&)>& edit, bool seal = true) {
+  f::Header header = header_of(bytes);
+  edit(header);
+  f::encode(header, bytes.data());
+  if (seal) testing::seal(bytes);
+  return bytes;
+}
+
+std::size_t entry_at(const Bytes& bytes, std::size_t index) {
+  return header_of(bytes).entries_offset + index * f::kEntrySize;
+}
+
+f::Entry entry_of(const Bytes& bytes, std::size_t index) { return f::decode<f::Entry>(bytes.data() + entry_at(bytes, index)); }
+
+Bytes with_entry(Bytes bytes, std::size_t index, const std::function<void(f::Entry&)>& edit,
+                 testing::SealOptions seal = {}) {
+  f::Entry entry = entry_of(bytes, index);
+  edit(entry);
+  f::encode(entry, bytes.data() + entry_at(bytes, index));
+  testing::seal(bytes, seal);
+  return bytes;
+}
+
+Bytes with_ref(Bytes bytes, std::size_t index, const std::function<void(f::StringRef&)>& edit) {
+  const std::size_t at = header_of(bytes).refs_offset + index * f::kStringRefSize;
+  f::StringRef ref = f::decode<f::StringRef>(bytes.data() + at);
+  edit(ref);
+  f::encode(ref, bytes.data() + at);
+  testing::seal(bytes);
+  return bytes;
+}
+
+std::string open_error(const Bytes& bytes) {
+  auto bundle = Bundle::open(bytes, "test.kiln");
+  if (bundle.ok()) return "(opened)";
+  EXPECT_EQ(bundle.error().component, Component::Bundle);
+  EXPECT_EQ(bundle.error().context, "test.kiln");
+  EXPECT_FALSE(bundle.error().hint.empty());
+  return bundle.error().message;
+}
+
+std::string extract_error(const Bytes& bytes, std::size_t index) {
+  auto bundle = Bundle::open(bytes, "test.kiln");
+  if (!bundle.ok()) return "(not opened) " + bundle.error().message;
+  auto image = bundle->extract(index);
+  if (image.ok()) return "(extracted)";
+  EXPECT_EQ(image.error().component, Component::Bundle);
+  EXPECT_FALSE(image.error().hint.empty());
+  return image.error().message;
+}
+
+#define EXPECT_MESSAGE(text, part)                                                          \
+  do {                                                                                     \
+    const std::string message_ = (text);                                                   \
+    EXPECT_NE(message_.find(part), std::string::npos) << "message: " << message_;           \
+  } while (false)
+
+// A message with its numbers blanked: one line per check in the corruption summaries.
+std::string check_of(const std::string& message) {
+  static const std::regex numbers("0x[0-9a-f]+|[0-9]+|\\[[^\\]]*\\]");
+  return std::regex_replace(message, numbers, "#");
+}
+
+// =============================================================================================
+// Round trips
+// =============================================================================================
+
+TEST(Bundle, RoundTripsEveryFeature) {
+  const std::vector<Image> images = feature_images();
+  const Bytes bytes = feature_bundle();
+  auto bundle = Bundle::open(bytes, "features.kiln");
+  ASSERT_TRUE(bundle.ok()) << bundle.error().describe();
+  EXPECT_EQ(bundle->name(), "features.kiln");
+  EXPECT_EQ(bundle->format_version(), f::kFormatVersion);
+  EXPECT_EQ(bundle->file_size(), bytes.size());
+  EXPECT_EQ(bundle->file_hash(), checksum64(bytes));
+  EXPECT_EQ(bytes.size() % f::kBundleAlignment, 0u);
+  expect_same_images(*bundle, images);
+
+  EXPECT_EQ(bundle->metadata().get("toolkit"), "CUDA 13.0");
+  EXPECT_EQ(bundle->metadata().get("project"), "kiln tests");
+  ASSERT_TRUE(bundle->metadata().get("producer").has_value());
+  EXPECT_TRUE(bundle->metadata().get("producer")->starts_with("kiln ")) << *bundle->metadata().get("producer");
+  EXPECT_EQ(bundle->metadata().entries.front().first, "producer");
+
+  const std::vector<ImageTarget> targets = bundle->targets();
+  ASSERT_EQ(targets.size(), images.size());
+  for (std::size_t i = 0; i < images.size(); ++i) EXPECT_EQ(targets[i], images[i].target);
+}
+
+TEST(Bundle, RandomizedRoundTrips) {
+  const std::vector<Arch> archs = {sm(7, 5), sm(8, 0), sm(8, 6), sm(8, 9), sm(9, 0), sm(9, 0, ArchVariant::Specific),
+                                   sm(10, 0), sm(10, 0, ArchVariant::Family), sm(12, 0)};
+  for (std::uint64_t seed = 1; seed <= 40; ++seed) {
+    SCOPED_TRACE("seed " + std::to_string(seed));
+    std::mt19937_64 random(seed);
+    auto pick = [&](std::size_t n) { return std::uniform_int_distribution<std::size_t>(0, n - 1)(random); };
+    std::vector<Image> images;
+    const std::size_t count = pick(9);
+    for (std::size_t i = 0; i < count; ++i) {
+      const auto kind = static_cast<ImageKind>(pick(3));
+      const Arch arch = kind == ImageKind::Source ? Arch{} : archs[pick(archs.size())];
+      Bytes bytes;
+      switch (images.empty() ? 0 : pick(4)) {
+        case 0: bytes = code_like(random, 1 + pick(20000)); break;
+        case 1: bytes = mutated(random, images[pick(images.size())].bytes, pick(50)); break;  // a sibling
+        case 2: bytes = images[pick(images.size())].bytes; break;                             // a duplicate
+        default: {
+          bytes.resize(1 + pick(3000));  // incompressible: stored raw
+          for (auto& byte : bytes) byte = static_cast<std::uint8_t>(random());
+        }
+      }
+      std::vector<std::string> kernels;
+      for (std::size_t k = pick(4); k > 0; --k) kernels.push_back("_Z" + std::to_string(pick(100)) + "kernel");
+      images.push_back(make_image(kind, arch, std::move(bytes), std::move(kernels)));
+    }
+    BundleMetadata metadata;
+    for (std::size_t m = pick(4); m > 0; --m) metadata.entries.emplace_back("key" + std::to_string(m), std::string(pick(40), 'v'));
+    WriteOptions options;
+    options.codec = pick(4) == 0 ? Codec::None : Codec::Zstd;
+    options.level = std::array{1, 3, 19}[pick(3)];
+    options.dictionaries = pick(3) != 0;
+    options.threads = static_cast<unsigned>(pick(4));
+
+    auto bytes = write_bundle(images, metadata, options);
+    ASSERT_TRUE(bytes.ok()) << bytes.error().describe();
+    auto bundle = Bundle::open(*bytes);
+    ASSERT_TRUE(bundle.ok()) << bundle.error().describe();
+    expect_same_images(*bundle, images);
+    for (const auto& [key, value] : metadata.entries) EXPECT_EQ(bundle->metadata().get(key), value);
+    for (const ImageInfo& info : bundle->images()) {
+      if (options.codec == Codec::None) {
+        EXPECT_EQ(info.codec, Codec::None);
+      }
+      if (!options.dictionaries) {
+        EXPECT_FALSE(info.dictionary.has_value());
+      }
+    }
+  }
+}
+
+TEST(Bundle, EmptyBundleRoundTrips) {
+  auto bytes = write_bundle({}, {});
+  ASSERT_TRUE(bytes.ok()) << bytes.error().describe();
+  auto bundle = Bundle::open(*bytes);
+  ASSERT_TRUE(bundle.ok()) << bundle.error().describe();
+  EXPECT_TRUE(bundle->images().empty());
+  EXPECT_TRUE(bundle->metadata().get("producer").has_value());
+  EXPECT_TRUE(bundle->metadata().get("toolkit").has_value());
+  EXPECT_MESSAGE(bundle->extract(0).error().message, "out of range");
+}
+
+TEST(Bundle, DefaultConstructedBundleIsEmpty) {
+  const Bundle bundle;
+  EXPECT_TRUE(bundle.images().empty());
+  EXPECT_EQ(bundle.file_size(), 0u);
+  EXPECT_FALSE(bundle.extract(0).ok());
+}
+
+TEST(Bundle, IdenticalImagesAreStoredOnce) {
+  std::mt19937_64 random(7);
+  const Bytes bytes = code_like(random, 50000);
+  const Bytes other = code_like(random, 50000);
+  auto twice = write_bundle({make_image(ImageKind::Cubin, sm(8, 0), bytes), make_image(ImageKind::Cubin, sm(8, 6), bytes)}, {});
+  auto distinct = write_bundle({make_image(ImageKind::Cubin, sm(8, 0), bytes), make_image(ImageKind::Cubin, sm(8, 6), other)},
+                               {}, WriteOptions{.dictionaries = false});
+  ASSERT_TRUE(twice.ok() && distinct.ok());
+  auto bundle = Bundle::open(*twice);
+  ASSERT_TRUE(bundle.ok()) << bundle.error().describe();
+  const ImageInfo& copy = bundle->images()[1];
+  EXPECT_EQ(copy.duplicate_of, 0u);
+  EXPECT_EQ(copy.stored_size, 0u);
+  EXPECT_EQ(copy.codec, Codec::Zstd);  // how the shared bytes are stored
+  EXPECT_LT(twice->size() + bundle->images()[0].stored_size / 2, distinct->size());
+  EXPECT_EQ(*bundle->extract(0), bytes);
+  EXPECT_EQ(*bundle->extract(1), bytes);
+}
+
+TEST(Bundle, SiblingsUseTheNearestLowerArchitectureAsDictionary) {
+  std::mt19937_64 random(11);
+  const Bytes sm80 = code_like(random, 40000);
+  const Bytes sm86 = mutated(random, sm80, 100);
+  const Bytes sm90 = mutated(random, sm86, 100);
+  const Bytes ptx = text_bytes(std::string(5000, 'p'));
+  // Out of order on purpose: each image may only name an earlier one.
+  const std::vector<Image> images = {
+      make_image(ImageKind::Cubin, sm(8, 6), sm86), make_image(ImageKind::Ptx, sm(8, 0), ptx),
+      make_image(ImageKind::Cubin, sm(8, 0), sm80), make_image(ImageKind::Cubin, sm(9, 0), sm90)};
+  auto chained = write_bundle(images, {});
+  auto alone = write_bundle(images, {}, WriteOptions{.dictionaries = false});
+  ASSERT_TRUE(chained.ok() && alone.ok());
+  auto bundle = Bundle::open(*chained);
+  ASSERT_TRUE(bundle.ok()) << bundle.error().describe();
+  EXPECT_FALSE(bundle->images()[0].dictionary.has_value());  // nothing earlier
+  EXPECT_FALSE(bundle->images()[1].dictionary.has_value());  // no other PTX: kinds never mix
+  EXPECT_EQ(bundle->images()[2].dictionary, 0u);             // sm_80 <- sm_86, the only earlier cubin
+  EXPECT_EQ(bundle->images()[3].dictionary, 0u);             // sm_90 <- sm_86, nearer than sm_80
+  expect_same_images(*bundle, images);
+  EXPECT_LT(chained->size() * 3, alone->size() * 2) << "chained " << chained->size() << ", alone " << alone->size();
+}
+
+TEST(Bundle, DictionaryChainsStayWithinTheReadersDepthLimit) {
+  std::mt19937_64 random(3);
+  std::vector<Image> images;
+  Bytes bytes = code_like(random, 4000);
+  for (int i = 0; i < 40; ++i) {  // sm_10, sm_11, ... sm_49: each one's nearest lower is the one before
+    bytes = mutated(random, bytes, 3);
+    images.push_back(make_image(ImageKind::Cubin, sm(1 + i / 10, i % 10), bytes, {"k" + std::to_string(i)}));
+  }
+  auto written = write_bundle(images, {});
+  ASSERT_TRUE(written.ok());
+  auto bundle = Bundle::open(*written);
+  ASSERT_TRUE(bundle.ok()) << bundle.error().describe();
+  std::size_t longest = 0;
+  for (std::size_t i = 0; i < images.size(); ++i) {
+    std::size_t depth = 0;
+    for (auto link = bundle->images()[i].dictionary; link; link = bundle->images()[*link].dictionary) ++depth;
+    longest = std::max(longest, depth);
+  }
+  EXPECT_EQ(longest, f::kMaxDictionaryDepth);
+  expect_same_images(*bundle, images);
+}
+
+TEST(Bundle, WriterIsDeterministic) {
+  const std::vector<Image> images = feature_images();
+  auto first = write_bundle(images, feature_metadata(), WriteOptions{.threads = 1});
+  auto second = write_bundle(images, feature_metadata(), WriteOptions{.threads = 4});
+  auto third = write_bundle(images, feature_metadata());
+  ASSERT_TRUE(first.ok() && second.ok() && third.ok());
+  EXPECT_EQ(*first, *second);
+  EXPECT_EQ(*first, *third);
+}
+
+TEST(Bundle, LayoutIsAlignedAndPadded) {
+  const Bytes bytes = feature_bundle();
+  const f::Header header = header_of(bytes);
+  EXPECT_TRUE(std::equal(f::kMagic.begin(), f::kMagic.end(), bytes.begin()));
+  EXPECT_EQ(header.header_size, f::kHeaderSize);
+  EXPECT_EQ(header.total_size, bytes.size());
+  EXPECT_EQ(header.data_offset % f::kImageAlignment, 0u);
+  for (std::size_t i = 0; i < header.image_count; ++i) {
+    const f::Entry entry = entry_of(bytes, i);
+    if (entry.duplicate_of == f::kNoImage) {
+      EXPECT_EQ(entry.data_offset % f::kImageAlignment, 0u) << "image " << i;
+    }
+  }
+  // Little-endian whatever the host: the version's low byte comes first.
+  EXPECT_EQ(bytes[8], f::kFormatVersion & 0xFF);
+  EXPECT_EQ(bytes[11], 0);
+}
+
+TEST(Bundle, ConcatenatedBundlesOpenOneAfterAnother) {
+  Bytes both = feature_bundle();
+  auto second = write_bundle({make_image(ImageKind::Ptx, sm(7, 5), text_bytes("ptx"))}, {});
+  ASSERT_TRUE(second.ok());
+  both.insert(both.end(), second->begin(), second->end());
+  auto first_bundle = Bundle::open(both);
+  ASSERT_TRUE(first_bundle.ok()) << first_bundle.error().describe();
+  EXPECT_EQ(first_bundle->images().size(), feature_images().size());
+  auto second_bundle = Bundle::open(ByteView(both).subspan(first_bundle->file_size()));
+  ASSERT_TRUE(second_bundle.ok()) << second_bundle.error().describe();
+  EXPECT_EQ(*second_bundle->extract(0), text_bytes("ptx"));
+}
+
+TEST(Bundle, OpenFileReadsAndReportsMissingFiles) {
+  const std::filesystem::path path = std::filesystem::path(::testing::TempDir()) / "kiln-test-bundle.kiln";
+  const Bytes bytes = feature_bundle();
+  {
+    std::ofstream out(path, std::ios::binary);
+    out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+  }
+  auto bundle = Bundle::open_file(path);
+  ASSERT_TRUE(bundle.ok()) << bundle.error().describe();
+  EXPECT_EQ(bundle->name(), path.string());
+  expect_same_images(*bundle, feature_images());
+  std::filesystem::remove(path);
+  auto missing = Bundle::open_file(path);
+  ASSERT_FALSE(missing.ok());
+  EXPECT_EQ(missing.error().component, Component::Io);
+  EXPECT_EQ(missing.error().context, path.string());
+}
+
+TEST(Bundle, ExtractIsSafeFromManyThreads) {
+  const Bytes bytes = feature_bundle();
+  auto bundle = Bundle::open(bytes);
+  ASSERT_TRUE(bundle.ok());
+  const std::vector<Image> images = feature_images();
+  std::atomic<int> failures{0};
+  std::vector<std::jthread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&] {
+      for (int round = 0; round < 20; ++round) {
+        for (std::size_t i = 0; i < images.size(); ++i) {
+          auto image = bundle->extract(i);
+          if (!image.ok() || *image != images[i].bytes) ++failures;
+        }
+      }
+    });
+  }
+  threads.clear();
+  EXPECT_EQ(failures.load(), 0);
+}
+
+// =============================================================================================
+// The writer refuses what it cannot store faithfully
+// =============================================================================================
+
+TEST(BundleWriter, RejectsBadInput) {
+  auto message = [](std::vector<Image> images, BundleMetadata metadata = {}, WriteOptions options = {}) {
+    auto bytes = write_bundle(images, metadata, options);
+    EXPECT_FALSE(bytes.ok());
+    if (bytes.ok()) return std::string();
+    EXPECT_EQ(bytes.error().component, Component::Bundle);
+    return bytes.error().message;
+  };
+  const Bytes some = text_bytes("some bytes");
+  EXPECT_MESSAGE(message({make_image(ImageKind::Cubin, sm(8, 0), {})}), "image 0 (sm_80) is empty");
+  EXPECT_MESSAGE(message({make_image(ImageKind::Source, sm(8, 0), some)}), "source images have none");
+  EXPECT_MESSAGE(message({make_image(ImageKind::Cubin, sm(0, 0), some)}), "outside major 1-99");
+  EXPECT_MESSAGE(message({make_image(ImageKind::Cubin, sm(8, 10), some)}), "outside major 1-99");
+  EXPECT_MESSAGE(message({make_image(ImageKind::Cubin, sm(8, 0), some, {""})}), "kernel name 0 is empty");
+  EXPECT_MESSAGE(message({make_image(ImageKind::Cubin, sm(8, 0), some, {std::string("a\0b", 3)})}), "NUL");
+  EXPECT_MESSAGE(message({}, BundleMetadata{{{"", "x"}}}), "key is empty");
+  EXPECT_MESSAGE(message({}, BundleMetadata{{{"k", "1"}, {"k", "2"}}}), "'k' appears twice");
+  EXPECT_MESSAGE(message({}, BundleMetadata{{{"k", std::string("\0", 1)}}}), "NUL");
+  EXPECT_MESSAGE(message({}, {}, WriteOptions{.level = 99}), "zstd level 99");
+  EXPECT_MESSAGE(message({}, {}, WriteOptions{.codec = static_cast<Codec>(7)}), "codec 7");
+}
+
+TEST(BundleWriter, RejectsMoreKernelNamesThanTheReaderAccepts) {
+  std::vector<std::string> names(2000, std::string(10, 'k'));
+  std::vector<Image> images(f::kMaxNameReferences / names.size() + 1,
+                            make_image(ImageKind::Ptx, sm(8, 0), text_bytes("ptx"), names));
+  auto bytes = write_bundle(images, {});
+  ASSERT_FALSE(bytes.ok());
+  EXPECT_MESSAGE(bytes.error().message, "more than a bundle holds");
+}
+
+// =============================================================================================
+// Corruption: every byte, every length, every field
+// =============================================================================================
+
+TEST(BundleReader, EveryFlippedByteIsRejected) {
+  const Bytes original = feature_bundle();
+  std::map<std::string, int> reasons;
+  for (std::size_t at = 0; at < original.size(); ++at) {
+    for (std::uint8_t flip : {0x01, 0x80, 0xFF}) {
+      Bytes bytes = original;
+      bytes[at] ^= flip;
+      auto bundle = Bundle::open(bytes, "test.kiln");
+      ASSERT_FALSE(bundle.ok()) << "byte " << at << " ^ " << int(flip) << " went unnoticed";
+      EXPECT_EQ(bundle.error().component, Component::Bundle);
+      reasons[check_of(bundle.error().message)]++;
+    }
+  }
+  for (const auto& [reason, count] : reasons) std::printf("  %6d x %s\n", count, reason.c_str());
+}
+
+// With the checksums re-sealed, a flipped byte in the header, table or strings must still be
+// caught by a structural check, or else leave every image extracting to its true bytes.
+TEST(BundleReader, EveryFlippedTableByteBehindValidChecksumsIsCaughtOrHarmless) {
+  const Bytes original = feature_bundle();
+  const std::vector<Image> images = feature_images();
+  const std::uint64_t table_end = header_of(original).data_offset;
+  std::map<std::string, int> reasons;
+  for (std::size_t at = 0; at < table_end; ++at) {
+    for (std::uint8_t flip : {0x01, 0x10, 0x80, 0xFF}) {
+      Bytes bytes = original;
+      bytes[at] ^= flip;
+      testing::seal(bytes, {.image_checksums = false});
+      auto bundle = Bundle::open(bytes, "test.kiln");
+      std::string reason;
+      if (!bundle.ok()) {
+        reason = "open: " + bundle.error().message;
+      } else {
+        ASSERT_EQ(bundle->images().size(), images.size()) << "byte " << at;
+        for (std::size_t i = 0; i < images.size(); ++i) {
+          auto image = bundle->extract(i);
+          if (image.ok()) {
+            EXPECT_EQ(*image, images[i].bytes) << "byte " << at << " ^ " << int(flip) << ": image " << i << " changed";
+          } else if (reason.empty()) {
+            reason = "extract: " + image.error().message;
+          }
+        }
+        if (reason.empty()) reason = "harmless (a name, target or metadata changed)";
+      }
+      reasons[check_of(reason)]++;
+    }
+  }
+  for (const auto& [reason, count] : reasons) std::printf("  %6d x %s\n", count, reason.c_str());
+  EXPECT_GE(reasons.size(), 20u) << "the checks should name many different problems";
+}
+
+TEST(BundleReader, EveryTruncationIsRejected) {
+  const Bytes bytes = feature_bundle();
+  const f::Header header = header_of(bytes);
+  for (std::size_t size = 0; size < bytes.size(); ++size) {
+    const std::string message = open_error(Bytes(bytes.begin(), bytes.begin() + static_cast<std::ptrdiff_t>(size)));
+    if (size < f::kHeaderSize) {
+      EXPECT_MESSAGE(message, "shorter than the 128-byte bundle header");
+    } else {
+      EXPECT_MESSAGE(message, "only " + std::to_string(size) + " byte");
+    }
+  }
+  // At each section boundary the message names both sizes.
+  for (std::uint64_t boundary : {header.entries_offset, header.refs_offset, header.strings_offset, header.data_offset}) {
+    EXPECT_MESSAGE(open_error(Bytes(bytes.begin(), bytes.begin() + static_cast<std::ptrdiff_t>(boundary))),
+                   "the header says the bundle is " + std::to_string(bytes.size()) + " bytes but only " +
+                       std::to_string(boundary));
+  }
+}
+
+TEST(BundleReader, RejectsWhatIsNotABundle) {
+  EXPECT_MESSAGE(open_error(text_bytes("\x7f" "ELF and so on")), "not a kiln bundle: it starts with [7f 45 4c 46");
+  EXPECT_MESSAGE(open_error(text_bytes("KILN")), "shorter than the 128-byte bundle header");
+  EXPECT_MESSAGE(open_error({}), "0 bytes, shorter than");
+}
+
+TEST(BundleReader, RejectsEachBadHeaderField) {
+  const Bytes bytes = feature_bundle();
+  const f::Header good = header_of(bytes);
+  auto header_error = [&](const std::function<void(f::Header&)>& edit) { return open_error(with_header(bytes, edit)); };
+
+  EXPECT_MESSAGE(header_error([](f::Header& h) { h.magic[7] = 'X'; }), "not a kiln bundle");
+  EXPECT_MESSAGE(header_error([](f::Header& h) { h.format_version = 2; }), "format version 2 is newer than this reader");
+  EXPECT_MESSAGE(header_error([](f::Header& h) { h.format_version = 0; }), "format version 0 does not exist");
+  EXPECT_MESSAGE(header_error([](f::Header& h) { h.header_size = 136; }), "header size 136 is not the 128 bytes");
+  EXPECT_MESSAGE(header_error([](f::Header& h) { h.total_size -= 4; }), "is not a multiple of 8");
+  EXPECT_MESSAGE(header_error([](f::Header& h) { h.total_size = 64; }), "total size 64");
+  EXPECT_MESSAGE(header_error([](f::Header& h) { h.total_size += 8; }), "but only");
+  EXPECT_MESSAGE(header_error([](f::Header& h) { h.total_size = ~std::uint64_t{7}; }), "but only");
+  EXPECT_MESSAGE(open_error(with_header(bytes, [](f::Header& h) { h.header_checksum ^= 1; }, false)),
+                 "header checksum");
+  Bytes content_changed = bytes;
+  content_changed.back() ^= 1;  // padding: covered by the content checksum all the same
+  f::Header resealed = header_of(content_changed);
+  resealed.header_checksum = 0;
+  f::encode(resealed, content_changed.data());
+  resealed.header_checksum = checksum64(ByteView(content_changed).first(f::kHeaderSize));
+  f::encode(resealed, content_changed.data());
+  EXPECT_MESSAGE(open_error(content_changed), "content checksum");
+  EXPECT_MESSAGE(header_error([](f::Header& h) { h.reserved0 = 1; }), "reserved header bytes are not zero");
+  EXPECT_MESSAGE(header_error([](f::Header& h) { h.reserved1[15] = 1; }), "reserved header bytes are not zero");
+  EXPECT_MESSAGE(header_error([](f::Header& h) { h.entry_size = 72; }), "entry size 72 is not the 64 bytes");
+  EXPECT_MESSAGE(header_error([](f::Header& h) { h.image_count = 0xFFFFFFFF; }), "reader's limit");
+  EXPECT_MESSAGE(header_error([](f::Header& h) { h.image_count += 1; }), "string refs offset");
+  EXPECT_MESSAGE(header_error([](f::Header& h) { h.entries_offset = 120; }), "entry table offset 0x78 overlaps the header");
+  EXPECT_MESSAGE(header_error([](f::Header& h) { h.entries_offset += 4; }), "entry table offset 0x84 is not a multiple of 8");
+  EXPECT_MESSAGE(header_error([](f::Header& h) { h.refs_offset = ~std::uint64_t{7}; }), "runs past the end of the bundle");
+  EXPECT_MESSAGE(header_error([](f::Header& h) { h.ref_count = 0xFFFFFFFF; }), "string refs at");
+  EXPECT_MESSAGE(header_error([&](f::Header& h) { h.strings_offset = good.refs_offset; }), "string bytes offset");
+  EXPECT_MESSAGE(header_error([](f::Header& h) { h.strings_size = ~std::uint64_t{0}; }), "runs past the end");
+  EXPECT_MESSAGE(header_error([](f::Header& h) { h.data_offset += 8; }), "image data offset");
+  EXPECT_MESSAGE(header_error([](f::Header& h) { h.data_size += 64; }), "image data at");
+  EXPECT_MESSAGE(header_error([](f::Header& h) { h.data_size = 0; }), "lies outside the image data area");
+  EXPECT_MESSAGE(header_error([](f::Header& h) { h.metadata_count = 1000; }), "metadata: refs 0 + 2000 run past");
+  EXPECT_MESSAGE(header_error([](f::Header& h) { h.metadata_first_ref = 0xFFFFFFFF; }), "metadata: refs");
+}
+
+TEST(BundleReader, RejectsEachBadStringRef) {
+  const Bytes bytes = feature_bundle();
+  const f::Header header = header_of(bytes);
+  EXPECT_MESSAGE(open_error(with_ref(bytes, 0, [&](f::StringRef& r) { r.offset = static_cast<std::uint32_t>(header.strings_size); })),
+                 "string ref 0 (offset");
+  EXPECT_MESSAGE(open_error(with_ref(bytes, 0, [](f::StringRef& r) { r.length = 0xFFFFFFFF; })), "runs past the string bytes");
+  EXPECT_MESSAGE(open_error(with_ref(bytes, 0, [](f::StringRef& r) { r.length -= 1; })), "string ref 0 is not followed by a NUL");
+  // Point "producer"'s value at "producer" too, then at a key again: a duplicate key.
+  EXPECT_MESSAGE(open_error(with_ref(bytes, 2, [](f::StringRef& r) { r = {0, 8}; })), "'producer' appears twice");
+  // A key made empty: point it at the NUL that ends "producer".
+  EXPECT_MESSAGE(open_error(with_ref(bytes, 0, [](f::StringRef& r) { r = {8, 0}; })), "metadata entry 0 has an empty key");
+  // A key that swallows its NUL and its value ("producer\0kiln ..."), up to the value's NUL.
+  const auto value = f::decode<f::StringRef>(bytes.data() + header.refs_offset + f::kStringRefSize);
+  Bytes swallowing = with_ref(bytes, 0, [&](f::StringRef& r) { r.length = value.offset + value.length; });
+  EXPECT_MESSAGE(open_error(swallowing), "string ref 0 contains a NUL byte");
+}
+
+TEST(BundleReader, RejectsEachBadEntryField) {
+  const Bytes bytes = feature_bundle();
+  // feature_images(): 0 sm_80, 1 sm_86 (dictionary 0), 2 sm_89 (duplicate of 1), 3 sm_90a, 4 ptx, 5 source.
+  ASSERT_EQ(entry_of(bytes, 1).dictionary, 0u);
+  ASSERT_EQ(entry_of(bytes, 2).duplicate_of, 1u);
+  auto entry_error = [&](std::size_t index, const std::function<void(f::Entry&)>& edit) {
+    return open_error(with_entry(bytes, index, edit));
+  };
+  const f::Header header = header_of(bytes);
+  const f::Entry first = entry_of(bytes, 0);
+
+  EXPECT_MESSAGE(entry_error(0, [](f::Entry& e) { e.kind = 7; }), "image 0: kind 7 is not cubin (0), ptx (1) or source (2)");
+  EXPECT_MESSAGE(entry_error(0, [](f::Entry& e) { e.arch_variant = 3; }), "image 0: architecture variant 3");
+  EXPECT_MESSAGE(entry_error(0, [](f::Entry& e) { e.arch_major = 0; }), "image 0: architecture 0.0 is not a compute capability");
+  EXPECT_MESSAGE(entry_error(0, [](f::Entry& e) { e.arch_major = 100; }), "architecture 100.0");
+  EXPECT_MESSAGE(entry_error(0, [](f::Entry& e) { e.arch_minor = 10; }), "architecture 8.10");
+  EXPECT_MESSAGE(entry_error(5, [](f::Entry& e) { e.arch_major = 8; }), "image 5: a source image has an architecture");
+  EXPECT_MESSAGE(entry_error(0, [](f::Entry& e) { e.reserved0 = 1; }), "image 0 (sm_80): reserved entry bytes");
+  EXPECT_MESSAGE(entry_error(0, [](f::Entry& e) { e.codec = 9; }), "image 0 (sm_80): codec 9 is not none (0) or zstd (1)");
+  EXPECT_MESSAGE(entry_error(0, [](f::Entry& e) { e.raw_size = 0; }), "raw size 0 is not between 1 byte");
+  EXPECT_MESSAGE(entry_error(0, [](f::Entry& e) { e.raw_size = f::kMaxImageRawSize + 1; }), "reader's limit of 1073741824 bytes");
+  EXPECT_MESSAGE(entry_error(0, [](f::Entry& e) { e.raw_size = e.stored_size * f::kZstdMaxExpansion + 1; }),
+                 "cannot come from");
+  EXPECT_MESSAGE(entry_error(0, [](f::Entry& e) { e.stored_size = 0; }), "image 0 (sm_80): stored size is 0");
+  EXPECT_MESSAGE(entry_error(0, [](f::Entry& e) { e.data_offset += 8; }), "is not a multiple of 64");
+  EXPECT_MESSAGE(entry_error(0, [&](f::Entry& e) { e.data_offset = header.data_offset - 64; }),
+                 "lies outside the image data area");
+  EXPECT_MESSAGE(entry_error(0, [&](f::Entry& e) { e.stored_size = header.data_size + 1; }),
+                 "lies outside the image data area");
+  // Offsets near 2^64 must not wrap around into range.
+  EXPECT_MESSAGE(entry_error(0, [](f::Entry& e) { e.data_offset = ~std::uint64_t{63}; }), "lies outside the image data area");
+  EXPECT_MESSAGE(entry_error(0, [](f::Entry& e) { e.stored_size = ~std::uint64_t{0}; }), "lies outside the image data area");
+  EXPECT_MESSAGE(entry_error(1, [&](f::Entry& e) { e.data_offset = first.data_offset; }),
+                 "image 1: stored bytes at " );
+  EXPECT_MESSAGE(entry_error(1, [&](f::Entry& e) { e.data_offset = first.data_offset; }), "overlap those of image 0");
+  EXPECT_MESSAGE(entry_error(5, [](f::Entry& e) { e.codec = f::kCodecNone; e.raw_size = e.stored_size + 1; }),
+                 "differs from raw size");
+  EXPECT_MESSAGE(entry_error(5, [](f::Entry& e) { e.codec = f::kCodecNone; e.raw_size = e.stored_size; e.dictionary = 0; }),
+                 "stored uncompressed, yet names image 0 as its dictionary");
+  EXPECT_MESSAGE(entry_error(1, [](f::Entry& e) { e.dictionary = 1; }), "dictionary image 1 is not an earlier image");
+  EXPECT_MESSAGE(entry_error(1, [](f::Entry& e) { e.dictionary = 4; }), "dictionary image 4 is not an earlier image");
+  EXPECT_MESSAGE(entry_error(3, [](f::Entry& e) { e.dictionary = 2; }), "dictionary image 2 is a duplicate");
+  EXPECT_MESSAGE(entry_error(2, [](f::Entry& e) { e.duplicate_of = 2; }), "duplicate of image 2, which is not an earlier image");
+  EXPECT_MESSAGE(entry_error(2, [](f::Entry& e) { e.duplicate_of = 0xFFFFFFF0; }), "which is not an earlier image");
+  EXPECT_MESSAGE(entry_error(2, [](f::Entry& e) { e.codec = 1; }), "a duplicate must have zero codec");
+  EXPECT_MESSAGE(entry_error(2, [](f::Entry& e) { e.dictionary = 0; }), "a duplicate must have zero codec");
+  EXPECT_MESSAGE(entry_error(2, [](f::Entry& e) { e.stored_size = 8; }), "a duplicate must have zero codec");
+  EXPECT_MESSAGE(entry_error(2, [](f::Entry& e) { e.raw_size += 1; }), "its raw size or content hash differs");
+  EXPECT_MESSAGE(entry_error(2, [](f::Entry& e) { e.content_hash += 1; }), "its raw size or content hash differs");
+  EXPECT_MESSAGE(entry_error(2, [](f::Entry& e) { e.duplicate_of = 0; }), "its raw size or content hash differs");
+  EXPECT_MESSAGE(entry_error(0, [&](f::Entry& e) { e.names_first_ref = header.ref_count; }),
+                 "image 0 (sm_80) kernel names: refs");
+  EXPECT_MESSAGE(entry_error(0, [&](f::Entry& e) { e.names_count = 0xFFFFFFFF; }), "run past the");
+}
+
+TEST(BundleReader, RejectsDuplicatesOfDuplicates) {
+  const Bytes some = text_bytes("same bytes");
+  auto written = write_bundle({make_image(ImageKind::Ptx, sm(8, 0), some), make_image(ImageKind::Ptx, sm(8, 6), some),
+                               make_image(ImageKind::Ptx, sm(8, 9), some)},
+                              {});
+  ASSERT_TRUE(written.ok());
+  EXPECT_MESSAGE(open_error(with_entry(*written, 2, [](f::Entry& e) { e.duplicate_of = 1; })),
+                 "duplicate of image 1, itself a duplicate");
+}
+
+TEST(BundleReader, RejectsEmptyKernelNames) {
+  auto written = write_bundle({make_image(ImageKind::Ptx, sm(8, 0), text_bytes("ptx"), {"k"})}, BundleMetadata{{{"empty", ""}}});
+  ASSERT_TRUE(written.ok());
+  // Refs: producer, value, toolkit, value, "empty", "" (ref 5), then the kernel name.
+  EXPECT_MESSAGE(open_error(with_entry(*written, 0, [](f::Entry& e) { e.names_first_ref = 5; })),
+                 "kernel name 0 is empty");
+}
+
+TEST(BundleReader, RejectsDictionaryChainsLongerThanTheLimit) {
+  std::vector<Image> images;
+  for (std::uint32_t i = 0; i < f::kMaxDictionaryDepth + 2; ++i) {
+    images.push_back(make_image(ImageKind::Ptx, sm(8, 0), text_bytes("image " + std::to_string(i) + std::string(200, 'x'))));
+  }
+  auto written = write_bundle(images, {}, WriteOptions{.dictionaries = false});
+  ASSERT_TRUE(written.ok());
+  Bytes bytes = *written;
+  for (std::uint32_t i = 1; i < images.size(); ++i) {
+    bytes = with_entry(bytes, i, [i](f::Entry& e) { e.dictionary = i - 1; });
+  }
+  EXPECT_MESSAGE(open_error(bytes), "image 17 (compute_80): its dictionary chain is longer than the reader's limit of 16");
+}
+
+TEST(BundleReader, BoundsTheKernelNamesItCopies) {
+  // Shared name lists let a small file name millions of strings; the reader stops at its limit.
+  const std::vector<std::string> names(300, "kernel");
+  const std::vector<Image> images(1800, make_image(ImageKind::Ptx, sm(8, 0), text_bytes("ptx"), names));
+  BundleMetadata metadata;  // refs that every image's list can be stretched over
+  for (int i = 0; i < 300; ++i) metadata.entries.emplace_back("key" + std::to_string(i), "value");
+  auto written = write_bundle(images, metadata);
+  ASSERT_TRUE(written.ok()) << written.error().describe();
+  Bytes bytes = *written;
+  const std::uint32_t refs = header_of(bytes).ref_count;
+  for (std::size_t i = 0; i < images.size(); ++i) {
+    const std::size_t at = entry_at(bytes, i);
+    f::Entry entry = f::decode<f::Entry>(bytes.data() + at);
+    entry.names_first_ref = 0;
+    entry.names_count = refs;
+    f::encode(entry, bytes.data() + at);
+  }
+  testing::seal(bytes);
+  EXPECT_MESSAGE(open_error(bytes), "exceed the reader's limit of 1048576 names");
+}
+
+// =============================================================================================
+// Extraction: checksums, hashes and hostile zstd frames
+// =============================================================================================
+
+TEST(BundleReader, ExtractRejectsStoredBytesThatDoNotMatchTheirChecksum) {
+  const Bytes original = feature_bundle();
+  Bytes bytes = original;
+  bytes[entry_of(bytes, 0).data_offset + 10] ^= 0x40;
+  testing::seal(bytes, {.image_checksums = false});
+  EXPECT_MESSAGE(extract_error(bytes, 0), "image 0 (sm_80): stored-bytes checksum");
+  // Images that need image 0 as their dictionary fail too; the others still extract.
+  EXPECT_MESSAGE(extract_error(bytes, 1), "image 0 (sm_80): stored-bytes checksum");
+  EXPECT_MESSAGE(extract_error(bytes, 2), "image 0 (sm_80): stored-bytes checksum");
+  EXPECT_EQ(extract_error(bytes, 4), "(extracted)");
+}
+
+TEST(BundleReader, ExtractRejectsContentThatDoesNotMatchItsHash) {
+  const Bytes original = feature_bundle();
+  EXPECT_MESSAGE(extract_error(with_entry(original, 4, [](f::Entry& e) { e.content_hash ^= 1; }), 4),
+                 "image 4 (compute_100f): content hash");
+  // Stored bytes changed, their checksum re-sealed: the content hash still catches it.
+  Bytes bytes = original;
+  const f::Entry source = entry_of(bytes, 5);
+  ASSERT_EQ(source.codec, f::kCodecNone);
+  bytes[source.data_offset] ^= 0x01;
+  testing::seal(bytes);
+  EXPECT_MESSAGE(extract_error(bytes, 5), "image 5 (source): content hash");
+  // The wrong dictionary: decodes to something else, or not at all.
+  ASSERT_EQ(entry_of(original, 3).dictionary, 1u);
+  EXPECT_NE(extract_error(with_entry(original, 3, [](f::Entry& e) { e.dictionary = 0; }), 3), "(extracted)");
+}
+
+// Hand-made zstd frames (RFC 8878), to reach the decoder with what the writer never makes.
+struct Frame {
+  std::optional<std::uint64_t> declared{};  // Frame_Content_Size; none: a window descriptor instead
+  std::uint64_t rle_bytes = 0;            // produced by RLE blocks of 'z'
+  std::uint64_t raw_bytes = 0;            // produced by one raw block first
+};
+
+Bytes zstd_frame(const Frame& frame) {
+  Bytes bytes = {0x28, 0xB5, 0x2F, 0xFD};
+  if (frame.declared) {
+    bytes.push_back(0xE0);  // 8-byte content size, single segment
+    for (int i = 0; i < 8; ++i) bytes.push_back(static_cast<std::uint8_t>(*frame.declared >> (8 * i)));
+  } else {
+    bytes.push_back(0x00);
+    bytes.push_back(10 << 3);  // window 2^20
+  }
+  auto block = [&](std::uint32_t type, std::uint64_t size, bool last) {
+    const std::uint32_t header = (last ? 1u : 0u) | (type << 1) | static_cast<std::uint32_t>(size << 3);
+    for (int i = 0; i < 3; ++i) bytes.push_back(static_cast<std::uint8_t>(header >> (8 * i)));
+  };
+  if (frame.raw_bytes) {
+    block(0, frame.raw_bytes, frame.rle_bytes == 0);
+    bytes.insert(bytes.end(), frame.raw_bytes, 'r');
+  }
+  for (std::uint64_t left = frame.rle_bytes; left > 0;) {
+    const std::uint64_t size = std::min<std::uint64_t>(left, 128 << 10);
+    left -= size;
+    block(1, size, left == 0);
+    bytes.push_back('z');
+  }
+  if (!frame.raw_bytes && !frame.rle_bytes) block(0, 0, true);
+  return bytes;
+}
+
+// A one-image bundle whose stored bytes are `stored`, declared as zstd with `raw_size` raw bytes.
+Bytes bundle_storing(const Bytes& stored, std::uint64_t raw_size) {
+  auto written = write_bundle({make_image(ImageKind::Cubin, sm(8, 0), stored)}, {}, WriteOptions{.codec = Codec::None});
+  EXPECT_TRUE(written.ok());
+  return with_entry(*written, 0, [&](f::Entry& e) {
+    e.codec = f::kCodecZstd;
+    e.raw_size = raw_size;
+  });
+}
+
+TEST(BundleReader, HandMadeFramesDecodeWhenHonest) {
+  // The frame helper itself: an honest frame must extract.
+  const Bytes bytes = bundle_storing(zstd_frame({.declared = 300000, .rle_bytes = 300000}), 300000);
+  auto bundle = Bundle::open(bytes);
+  ASSERT_TRUE(bundle.ok()) << bundle.error().describe();
+  // The content hash was the stored bytes'; fix it to the raw bytes' to see a full success.
+  const Bytes fixed = with_entry(bytes, 0, [](f::Entry& e) { e.content_hash = checksum64(Bytes(300000, 'z')); });
+  auto image = Bundle::open(fixed)->extract(0);
+  ASSERT_TRUE(image.ok()) << image.error().describe();
+  EXPECT_EQ(*image, Bytes(300000, 'z'));
+}
+
+TEST(BundleReader, DecompressionBombsAreBoundedByTheDeclaredSize) {
+  // Declared small, inflates to 64 MiB: stops at the declared 1000 bytes.
+  EXPECT_MESSAGE(extract_error(bundle_storing(zstd_frame({.declared = 1000, .rle_bytes = 64 << 20}), 1000), 0),
+                 "zstd decompression failed");
+  // The frame says 64 MiB, the entry 1000 bytes: refused before anything is allocated.
+  EXPECT_MESSAGE(extract_error(bundle_storing(zstd_frame({.declared = 64 << 20, .rle_bytes = 64 << 20}), 1000), 0),
+                 "the zstd frame declares 67108864 bytes, the entry 1000 raw bytes");
+  // Declared huge, but too few stored bytes to ever make it: refused at open.
+  EXPECT_MESSAGE(open_error(bundle_storing(zstd_frame({.declared = 1 << 30, .rle_bytes = 100}), 1 << 30)),
+                 "raw size 1073741824 cannot come from");
+  // Declared over the reader's limit.
+  EXPECT_MESSAGE(open_error(bundle_storing(zstd_frame({.declared = 1 << 30, .rle_bytes = 100}), (1ull << 30) + 1)),
+                 "reader's limit");
+  // Declared 64 MiB (plausible for its stored size), but the frame ends long before.
+  EXPECT_MESSAGE(extract_error(bundle_storing(zstd_frame({.declared = 64 << 20, .raw_bytes = 4096}), 64 << 20), 0),
+                 "zstd decompression failed");
+}
+
+TEST(BundleReader, RejectsMalformedFrames) {
+  EXPECT_MESSAGE(extract_error(bundle_storing(text_bytes("not a zstd frame at all"), 10), 0),
+                 "image 0 (sm_80): the stored bytes are not a zstd frame");
+  EXPECT_MESSAGE(extract_error(bundle_storing(zstd_frame({.rle_bytes = 1000}), 1000), 0),
+                 "the zstd frame does not declare its size");
+  Bytes two_frames = zstd_frame({.declared = 500, .rle_bytes = 500});
+  const Bytes second = zstd_frame({.declared = 500, .rle_bytes = 500});
+  two_frames.insert(two_frames.end(), second.begin(), second.end());
+  EXPECT_MESSAGE(extract_error(bundle_storing(two_frames, 500), 0), "not exactly one zstd frame (the frame ends at byte");
+  Bytes cut = zstd_frame({.declared = 300000, .rle_bytes = 300000});
+  cut.pop_back();
+  EXPECT_MESSAGE(extract_error(bundle_storing(cut, 300000), 0), "not exactly one zstd frame");
+}
+
+}  // namespace
+}  // namespace kiln
