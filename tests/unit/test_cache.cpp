@@ -255,6 +255,20 @@ TEST(CacheEntry, ErrorsNameTheCheckThatFailed) {
   EXPECT_NE(message_for(bad_size, key_for(1)).find("payload size"), std::string::npos);
 }
 
+TEST(CacheEntry, FuzzSeedCorpusStillParses) {
+  // The key fuzz_cache_entry.cpp expects its seeds under; a format change must regenerate them.
+  constexpr Hash128 kSeedKey{0x6b696c6e2d636163ull, 0x68652d666f757a7aull};
+  const fs::path corpus = fs::path(KILN_SOURCE_DIR) / "tests" / "fuzz" / "corpus" / "fuzz_cache_entry";
+  int seeds = 0;
+  for (const auto& item : fs::directory_iterator(corpus)) {
+    if (!item.path().filename().string().starts_with("valid-")) continue;
+    Result<Bytes> payload = parse_cache_entry(read_file(item.path()), kSeedKey);
+    EXPECT_TRUE(payload.ok()) << item.path() << ": " << (payload.ok() ? "" : payload.error().describe());
+    ++seeds;
+  }
+  EXPECT_GE(seeds, 3);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Round trips and the directory
 
