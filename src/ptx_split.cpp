@@ -65,7 +65,8 @@ Result<PtxModule> PtxModule::parse(std::string text) {
   PtxModule module;
   module.text_ = std::move(text);
   const std::string_view ptx = module.text_;
-  std::vector<std::vector<std::string>> mentions;  // per statement: identifiers it uses
+  // Per statement, the identifiers it uses: views into text_, which does not change while parsing.
+  std::vector<std::vector<std::string_view>> mentions;
 
   std::size_t position = 0;
   while (true) {
@@ -86,7 +87,7 @@ Result<PtxModule> PtxModule::parse(std::string text) {
 
     Statement statement;
     statement.begin = position;
-    std::vector<std::string> used;
+    std::vector<std::string_view> used;
     int braces = 0;
     int parens = 0;
     int brackets = 0;
@@ -142,7 +143,7 @@ Result<PtxModule> PtxModule::parse(std::string text) {
       if (identifier_start(c)) {
         std::size_t end = position + 1;
         while (end < ptx.size() && identifier_char(ptx[end])) ++end;
-        std::string word(ptx.substr(position, end - position));
+        const std::string_view word = ptx.substr(position, end - position);
         // A function's name is the first top-level identifier after .func/.entry (the return
         // parameters sit in parentheses before it); a variable's names are the top-level
         // identifiers before any initializer. Everything else is a use.
@@ -150,10 +151,10 @@ Result<PtxModule> PtxModule::parse(std::string text) {
                               (((statement.kind == Kind::Entry || statement.kind == Kind::Function) && !named) ||
                                statement.kind == Kind::Variable);
         if (declares) {
-          statement.names.push_back(std::move(word));
+          statement.names.emplace_back(word);
           named = true;
         } else {
-          used.push_back(std::move(word));
+          used.push_back(word);
         }
         position = end;
         continue;
@@ -185,13 +186,13 @@ Result<PtxModule> PtxModule::parse(std::string text) {
     mentions.push_back(std::move(used));
   }
 
-  std::unordered_map<std::string, std::vector<std::size_t>> definitions;
+  std::unordered_map<std::string_view, std::vector<std::size_t>> definitions;
   for (std::size_t index = 0; index < module.statements_.size(); ++index) {
     for (const std::string& name : module.statements_[index].names) definitions[name].push_back(index);
   }
   for (std::size_t index = 0; index < module.statements_.size(); ++index) {
     Statement& statement = module.statements_[index];
-    for (const std::string& word : mentions[index]) {
+    for (std::string_view word : mentions[index]) {
       auto found = definitions.find(word);
       if (found == definitions.end()) continue;
       for (std::size_t target : found->second) {
