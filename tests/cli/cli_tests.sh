@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# One CLI case per call: cli_tests.sh CASE KILN DATA_DIR. Each case asserts exit codes and output.
+# One CLI case per call: cli_tests.sh CASE KILN DATA_DIR SHARED_BUILD_CACHE. Each case asserts
+# exit codes and output. Builds share one compile cache (content-addressed, so sharing is safe)
+# to keep the suite fast; each case has its own run-time cache.
 set -u
-case_name=$1 kiln=$2 data=$3
+case_name=$1 kiln=$2 data=$3 shared_cache=$4
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 export KILN_CACHE_DIR=$work/cache
@@ -26,7 +28,7 @@ json() { python3 -c "import json,sys; d=json.load(open('$work/out')); $1"; }
 
 build_ops() {  # build_ops OUT ARGS...
   local output=$1; shift
-  expect 0 "$kiln" build "$data/kernels.cu" -I "$data/include" -o "$output" -q "$@"
+  KILN_CACHE_DIR=$shared_cache expect 0 "$kiln" build "$data/kernels.cu" -I "$data/include" -o "$output" -q "$@"
 }
 
 case $case_name in
@@ -114,7 +116,7 @@ device_list_errors)
   [ ! -e "$work/x.kiln" ] || { echo "FAIL: output written on error"; failures=$((failures + 1)); }
   ;;
 env_device_list)
-  KILN_AOT_DEVLIST="h100, a100" expect 0 "$kiln" build "$data/kernels.cu" -I "$data/include" -o "$work/env.kiln" -q
+  KILN_CACHE_DIR=$shared_cache KILN_AOT_DEVLIST="h100, a100" expect 0 "$kiln" build "$data/kernels.cu" -I "$data/include" -o "$work/env.kiln" -q
   expect 0 "$kiln" inspect "$work/env.kiln" --json
   json "t=sorted(i['target'] for i in d['images']); assert t==['compute_80','sm_80','sm_90'], t" || failures=$((failures + 1))
   ;;
