@@ -38,18 +38,26 @@ struct CompileOptions {
   bool embed_source = false;
   std::vector<std::filesystem::path> include_dirs;
   std::vector<std::string> defines;               // "NAME" or "NAME=VALUE"
+  bool line_info = false;                         // -lineinfo: source lines for profilers
   unsigned jobs = 0;                              // 0: one per hardware thread
   std::optional<std::filesystem::path> cache_dir; // content-hash compile cache; nullopt: none
+  // Called after each image is compiled or found in the cache, from worker threads but
+  // never two calls at once.
   std::function<void(const CompileProgress&)> on_progress;
 };
 
 struct CompileOutput {
   std::vector<Image> images;                       // one per (source, target), kernel names filled
   std::vector<std::filesystem::path> dependencies; // every file read, for depfiles
+  // Worth showing, not failures: NVRTC's warnings ("ops.cu: ..."), a compile cache that
+  // could not be written.
+  std::vector<std::string> warnings;
 };
 
 // Compiles all sources for all targets in parallel. A compile error carries the NVRTC log
-// (file and line) in Error::log. Output order is deterministic (source order, then target).
+// (file and line) in Error::log. Output order is deterministic: per source, in source order,
+// its cubins by architecture, then its PTX, then its source image. The toolkit's headers
+// (CCCL: cub, thrust, libcu++) are found without -I, as nvcc finds them.
 [[nodiscard]] Result<CompileOutput> compile(const std::vector<std::filesystem::path>& sources,
                                             const CompileOptions& options);
 

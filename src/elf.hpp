@@ -1,0 +1,27 @@
+// A small, bounds-checked reader for CUDA cubins (ELF64, little-endian, EM_CUDA): the
+// architecture in the header and the kernel entry points in the symbol table. It reads
+// untrusted bytes (bundles, cache entries), so every offset and size is checked before use.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "kiln/error.hpp"
+#include "kiln/hash.hpp"
+
+namespace kiln::elf {
+
+struct CubinInfo {
+  int abi_version = 0;         // e_ident[EI_ABIVERSION]: 7 before CUDA 12.8's new layout, 8 after
+  int sm = 0;                  // real architecture: 90 for sm_90
+  bool arch_specific = false;  // EF_CUDA_ACCELERATORS ("a"); CUDA 13.0's ptxas leaves it clear
+  std::vector<std::string> kernels;  // mangled names of the entry points, sorted
+};
+
+// Fails, naming the check, on anything that is not a well-formed cubin.
+[[nodiscard]] Result<CubinInfo> read_cubin(ByteView bytes);
+
+// The `.entry` names of a PTX module (".visible .entry _Z3addPf(" -> "_Z3addPf"), sorted.
+[[nodiscard]] std::vector<std::string> ptx_entry_names(std::string_view ptx);
+
+}  // namespace kiln::elf

@@ -1,0 +1,524 @@
+// The offline compiler: NVRTC loading, cubins and PTX per architecture, kernel names, compile
+// errors, the compile cache, source images, determinism, and the ELF reader on bad input.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <sstream>
+
+#include "elf.hpp"
+#include "kiln/compiler.hpp"
+#include "source_image.hpp"
+
+namespace kiln {
+namespace {
+
+namespace fs = std::filesystem;
+
+fs::path data_path(const std::string& name) { return fs::path(KILN_SOURCE_DIR) / "tests" / "data" / name; }
+
+Arch arch(int major, int minor, ArchVariant variant = ArchVariant::Plain) { return Arch{{major, minor}, variant}; }
+
+std::string read_file(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+void write_file(const fs::path& path, std::string_view text) {
+  fs::create_directories(path.parent_path());
+  std::ofstream(path, std::ios::binary) << text;
+}
+
+class TemporaryDirectory {
+ public:
+  TemporaryDirectory() {
+    std::string pattern = (fs::temp_directory_path() / "kiln-compiler-test-XXXXXX").string();
+    path_ = ::mkdtemp(pattern.data());
+  }
+  ~TemporaryDirectory() {
+    std::error_code ignored;
+    fs::remove_all(path_, ignored);
+  }
+  const fs::path& path() const { return path_; }
+
+ private:
+  fs::path path_;
+};
+
+// NVRTC ships with the toolkit these tests build against; without it there is nothing to test.
+class CompilerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto info = nvrtc_info();
+    if (!info) GTEST_SKIP() << info.error().describe();
+  }
+};
+
+const std::vector<std::string> kTemplateKernels = {"_Z5scaleIdEvPT_S0_i", "_Z5scaleIfEvPT_S0_i",
+                                                   "_Z5scaleIiEvPT_S0_i", "fill"};
+
+TEST_F(CompilerTest, NvrtcInfoReportsVersionPathAndArchitectures) {
+  auto info = nvrtc_info();
+  ASSERT_TRUE(info) << info.error().describe();
+  EXPECT_GE(info->major, 13);
+  EXPECT_TRUE(fs::exists(info->library_path)) << info->library_path;
+  const auto& supported = info->supported;
+  for (ComputeCapability cc : {ComputeCapability{7, 5}, {8, 0}, {8, 6}, {8, 9}, {9, 0}, {10, 0}, {12, 0}}) {
+    EXPECT_NE(std::find(supported.begin(), supported.end(), cc), supported.end()) << cc.major << "." << cc.minor;
+  }
+  EXPECT_EQ(std::find(supported.begin(), supported.end(), ComputeCapability{7, 0}), supported.end());
+  EXPECT_TRUE(std::is_sorted(supported.begin(), supported.end()));
+}
+
+TEST_F(CompilerTest, CubinPerArchitectureAndPtxWithKernelNames) {
+  CompileOptions options;
+  options.cubin_archs = {arch(9, 0), arch(8, 0), arch(9, 0, ArchVariant::Specific)};
+  options.ptx_archs = {arch(8, 0)};
+  auto output = compile({data_path("compiler_templates.cu")}, options);
+  ASSERT_TRUE(output) << output.error().describe();
+  ASSERT_EQ(output->images.size(), 4u);
+
+  const std::vector<std::string> expected_targets = {"sm_80", "sm_90", "sm_90a", "compute_80"};
+  for (std::size_t index = 0; index < expected_targets.size(); ++index) {
+    const Image& image = output->images[index];
+    EXPECT_EQ(image.target.name(), expected_targets[index]);
+    EXPECT_EQ(image.kernels, kTemplateKernels) << expected_targets[index];
+  }
+  for (std::size_t index = 0; index < 3; ++index) {
+    auto info = elf::read_cubin(output->images[index].bytes);
+    ASSERT_TRUE(info) << info.error().describe();
+    EXPECT_EQ(info->sm, output->images[index].target.arch.cc.major * 10 + output->images[index].target.arch.cc.minor);
+    EXPECT_EQ(info->kernels, kTemplateKernels);
+  }
+  const std::string ptx(as_text(output->images[3].bytes));
+  EXPECT_NE(ptx.find("\n.target sm_80"), std::string::npos) << ptx.substr(0, 400);
+  EXPECT_EQ(ptx.find('\0'), std::string::npos);
+  EXPECT_EQ(output->dependencies, std::vector<fs::path>{fs::canonical(data_path("compiler_templates.cu"))});
+  EXPECT_EQ(demangle("_Z5scaleIfEvPT_S0_i"), "void scale<float>(float*, float, int)");
+}
+
+TEST_F(CompilerTest, UserHeadersThroughIncludeDirectoriesAndDefines) {
+  CompileOptions options;
+  options.cubin_archs = {arch(8, 6)};
+  options.include_dirs = {data_path("compiler_include")};
+  options.defines = {"SCALE_BIAS=1.5f"};
+  auto output = compile({data_path("compiler_user_header.cu")}, options);
+  ASSERT_TRUE(output) << output.error().describe();
+  ASSERT_EQ(output->images.size(), 1u);
+  EXPECT_EQ(output->images[0].kernels, std::vector<std::string>{"biased_scale"});
+  const std::vector<fs::path> dependencies = {
+      fs::canonical(data_path("compiler_include/detail/factor.cuh")),
+      fs::canonical(data_path("compiler_include/scale.cuh")),
+      fs::canonical(data_path("compiler_user_header.cu")),
+  };
+  EXPECT_EQ(output->dependencies, dependencies);
+
+  options.defines.clear();
+  auto missing_define = compile({data_path("compiler_user_header.cu")}, options);
+  ASSERT_FALSE(missing_define);
+  EXPECT_NE(missing_define.error().log.find("SCALE_BIAS must be defined"), std::string::npos)
+      << missing_define.error().log;
+}
+
+TEST_F(CompilerTest, ToolkitHeadersNeedNoIncludeDirectory) {
+  CompileOptions options;
+  options.cubin_archs = {arch(9, 0)};
+  auto output = compile({data_path("compiler_cub.cu")}, options);
+  ASSERT_TRUE(output) << output.error().describe();
+  ASSERT_EQ(output->images.size(), 1u);
+  EXPECT_EQ(output->images[0].kernels.size(), 7u);
+  for (const auto& kernel : output->images[0].kernels) {
+    EXPECT_TRUE(kernel.starts_with("_Z9block_sum") || kernel.starts_with("_Z9block_max") ||
+                kernel.starts_with("_Z20block_exclusive_scan"))
+        << kernel;
+  }
+  // CCCL's headers are the toolkit's: not dependencies, not in the cache key's file list.
+  EXPECT_EQ(output->dependencies, std::vector<fs::path>{fs::canonical(data_path("compiler_cub.cu"))});
+  // Unused namespace-scope device variables from libcu++ do not bloat the cubin.
+  EXPECT_LT(output->images[0].bytes.size(), 64u * 1024);
+}
+
+TEST_F(CompilerTest, CompileErrorCarriesFileLineAndArchitecture) {
+  CompileOptions options;
+  options.cubin_archs = {arch(8, 0), arch(9, 0)};
+  auto output = compile({data_path("compiler_error.cu")}, options);
+  ASSERT_FALSE(output);
+  const Error& error = output.error();
+  EXPECT_EQ(error.component, Component::Nvrtc);
+  EXPECT_EQ(error.kind, ErrorKind::Failed);
+  EXPECT_NE(error.context.find("compiler_error.cu"), std::string::npos) << error.context;
+  EXPECT_NE(error.context.find("sm_80"), std::string::npos) << error.context;  // the first job, always
+  EXPECT_NE(error.log.find("compiler_error.cu(5)"), std::string::npos) << error.log;
+  EXPECT_NE(error.log.find("undeclared_value"), std::string::npos) << error.log;
+  EXPECT_FALSE(error.hint.empty());
+}
+
+TEST_F(CompilerTest, UnsupportedArchitectureIsAUsageError) {
+  CompileOptions options;
+  options.cubin_archs = {arch(7, 0)};
+  auto output = compile({data_path("compiler_templates.cu")}, options);
+  ASSERT_FALSE(output);
+  EXPECT_EQ(output.error().kind, ErrorKind::Usage);
+  EXPECT_NE(output.error().message.find("sm_70"), std::string::npos) << output.error().message;
+
+  auto missing = compile({data_path("no_such_file.cu")}, CompileOptions{{arch(8, 0)}});
+  ASSERT_FALSE(missing);
+  EXPECT_EQ(missing.error().component, Component::Io);
+}
+
+TEST_F(CompilerTest, DeterministicOutput) {
+  CompileOptions options;
+  options.cubin_archs = {arch(8, 0), arch(12, 0)};
+  options.ptx_archs = {arch(12, 0)};
+  options.embed_source = true;
+  options.include_dirs = {data_path("compiler_include")};
+  options.defines = {"SCALE_BIAS=2.0f"};
+  options.jobs = 2;
+  const std::vector<fs::path> sources = {data_path("compiler_user_header.cu"), data_path("compiler_templates.cu")};
+  auto first = compile(sources, options);
+  auto second = compile(sources, options);
+  ASSERT_TRUE(first) << first.error().describe();
+  ASSERT_TRUE(second) << second.error().describe();
+  ASSERT_EQ(first->images.size(), 8u);  // per source: 2 cubins, 1 PTX, 1 source image
+  ASSERT_EQ(first->images.size(), second->images.size());
+  for (std::size_t index = 0; index < first->images.size(); ++index) {
+    EXPECT_EQ(first->images[index].target, second->images[index].target);
+    EXPECT_EQ(first->images[index].bytes, second->images[index].bytes) << first->images[index].target.name();
+  }
+  EXPECT_EQ(first->images[0].kernels, std::vector<std::string>{"biased_scale"});
+  EXPECT_EQ(first->images[3].target.kind, ImageKind::Source);
+  EXPECT_EQ(first->images[7].kernels, kTemplateKernels);
+  // No build-machine path in the images: the program is named by its file name.
+  const std::string source_dir = KILN_SOURCE_DIR;
+  for (const Image& image : first->images) {
+    if (image.target.kind == ImageKind::Source) continue;
+    EXPECT_EQ(std::string(as_text(image.bytes)).find(source_dir), std::string::npos) << image.target.name();
+  }
+}
+
+class CacheTest : public CompilerTest {
+ protected:
+  // A private copy of the user-header test, so that its header can be edited.
+  void SetUp() override {
+    CompilerTest::SetUp();
+    if (IsSkipped()) return;
+    source_ = work_.path() / "src" / "kernel.cu";
+    write_file(source_, read_file(data_path("compiler_user_header.cu")));
+    write_file(work_.path() / "include" / "scale.cuh", read_file(data_path("compiler_include/scale.cuh")));
+    write_file(work_.path() / "include" / "detail" / "factor.cuh",
+               read_file(data_path("compiler_include/detail/factor.cuh")));
+    options_.cubin_archs = {arch(8, 0), arch(9, 0)};
+    options_.ptx_archs = {arch(9, 0)};
+    options_.include_dirs = {work_.path() / "include"};
+    options_.defines = {"SCALE_BIAS=0.5f"};
+    options_.cache_dir = work_.path() / "cache" / "build";
+    options_.on_progress = [this](const CompileProgress& progress) { steps_.push_back(progress); };
+  }
+
+  std::vector<CompileProgress> build() {
+    steps_.clear();
+    auto output = compile({source_}, options_);
+    EXPECT_TRUE(output) << output.error().describe();
+    if (output) last_ = std::move(*output);
+    return steps_;
+  }
+
+  static std::size_t cached_count(const std::vector<CompileProgress>& steps) {
+    return static_cast<std::size_t>(std::count_if(steps.begin(), steps.end(), [](auto& s) { return s.cached; }));
+  }
+
+  TemporaryDirectory work_;
+  fs::path source_;
+  CompileOptions options_;
+  std::vector<CompileProgress> steps_;
+  CompileOutput last_;
+};
+
+TEST_F(CacheTest, SecondBuildHitsAndHeaderEditMisses) {
+  auto cold = build();
+  ASSERT_EQ(cold.size(), 3u);
+  EXPECT_EQ(cached_count(cold), 0u);
+  for (std::size_t index = 0; index < cold.size(); ++index) {
+    EXPECT_EQ(cold[index].total, 3u);
+    EXPECT_EQ(cold[index].done, index + 1);
+  }
+  const std::vector<Image> first_images = last_.images;
+
+  auto warm = build();
+  EXPECT_EQ(cached_count(warm), 3u);
+  ASSERT_EQ(last_.images.size(), first_images.size());
+  for (std::size_t index = 0; index < first_images.size(); ++index) {
+    EXPECT_EQ(last_.images[index].bytes, first_images[index].bytes);
+    EXPECT_EQ(last_.images[index].kernels, first_images[index].kernels);
+  }
+  // Private directory, entries named <key>.<kind>.
+  EXPECT_EQ(fs::status(*options_.cache_dir).permissions() & fs::perms::all, fs::perms::owner_all);
+  std::size_t entries = 0;
+  for (const auto& entry : fs::directory_iterator(*options_.cache_dir)) {
+    const std::string name = entry.path().filename().string();
+    EXPECT_TRUE(name.ends_with(".cubin") || name.ends_with(".ptx")) << name;
+    EXPECT_EQ(name.find('.'), 32u) << name;
+    ++entries;
+  }
+  EXPECT_EQ(entries, 3u);
+
+  // A header two levels down changes: everything is compiled again.
+  write_file(work_.path() / "include" / "detail" / "factor.cuh",
+             "#pragma once\nnamespace kiln_test { constexpr float kFactor = 4.0f; }\n");
+  auto edited = build();
+  EXPECT_EQ(cached_count(edited), 0u);
+  EXPECT_NE(last_.images[0].bytes, first_images[0].bytes);
+
+  // A define changes: a miss too.
+  options_.defines = {"SCALE_BIAS=0.25f"};
+  EXPECT_EQ(cached_count(build()), 0u);
+}
+
+TEST_F(CacheTest, DamagedEntryIsCompiledAgain) {
+  build();
+  const std::vector<Image> first_images = last_.images;
+  std::vector<fs::path> entries;
+  for (const auto& entry : fs::directory_iterator(*options_.cache_dir)) entries.push_back(entry.path());
+  ASSERT_EQ(entries.size(), 3u);
+  std::sort(entries.begin(), entries.end());
+  {  // flip one payload byte of the first, truncate the second
+    std::fstream file(entries[0], std::ios::in | std::ios::out | std::ios::binary);
+    file.seekp(40);
+    file.put('\x5a');
+  }
+  fs::resize_file(entries[1], 10);
+
+  auto steps = build();
+  EXPECT_EQ(cached_count(steps), 1u);
+  for (std::size_t index = 0; index < first_images.size(); ++index) {
+    EXPECT_EQ(last_.images[index].bytes, first_images[index].bytes);
+  }
+  EXPECT_EQ(cached_count(build()), 3u);  // repaired
+}
+
+TEST_F(CacheTest, UnwritableCacheIsAWarningNotAFailure) {
+  write_file(work_.path() / "cache", "a file where the cache directory should be");
+  auto steps = build();
+  EXPECT_EQ(steps.size(), 3u);
+  EXPECT_EQ(last_.images.size(), 3u);
+  ASSERT_FALSE(last_.warnings.empty());
+  EXPECT_NE(last_.warnings.front().find("compile cache"), std::string::npos) << last_.warnings.front();
+}
+
+TEST_F(CompilerTest, SourceImageRoundTrip) {
+  CompileOptions options;
+  options.cubin_archs = {arch(8, 0)};
+  options.embed_source = true;
+  options.include_dirs = {data_path("compiler_include")};
+  options.defines = {"SCALE_BIAS=1.0f"};
+  auto output = compile({data_path("compiler_user_header.cu")}, options);
+  ASSERT_TRUE(output) << output.error().describe();
+  ASSERT_EQ(output->images.size(), 2u);
+  const Image& source_image = output->images[1];
+  EXPECT_EQ(source_image.target.kind, ImageKind::Source);
+  EXPECT_EQ(source_image.kernels, output->images[0].kernels);
+
+  auto archive = source::decode_source_image(source_image.bytes);
+  ASSERT_TRUE(archive) << archive.error().describe();
+  EXPECT_EQ(archive->file_name, "compiler_user_header.cu");
+  ASSERT_EQ(archive->headers.size(), 2u);
+  EXPECT_EQ(archive->headers[0].first, "detail/factor.cuh");
+  EXPECT_EQ(archive->headers[1].first, "scale.cuh");
+  EXPECT_EQ(archive->defines, std::vector<std::string>{"SCALE_BIAS=1.0f"});
+
+  // At run time, for an architecture the bundle has no cubin for, with none of the files.
+  auto cubin = compile_source_image(source_image.bytes, arch(8, 9));
+  ASSERT_TRUE(cubin) << cubin.error().describe();
+  auto info = elf::read_cubin(*cubin);
+  ASSERT_TRUE(info) << info.error().describe();
+  EXPECT_EQ(info->sm, 89);
+  EXPECT_EQ(info->kernels, source_image.kernels);
+}
+
+TEST_F(CompilerTest, SourceImageAloneStillListsKernels) {
+  CompileOptions options;
+  options.embed_source = true;
+  auto output = compile({data_path("compiler_cub.cu"), data_path("compiler_templates.cu")}, options);
+  ASSERT_TRUE(output) << output.error().describe();
+  ASSERT_EQ(output->images.size(), 2u);
+  EXPECT_EQ(output->images[0].kernels.size(), 7u);
+  EXPECT_EQ(output->images[1].kernels, kTemplateKernels);
+
+  auto cubin = compile_source_image(output->images[0].bytes, arch(10, 0));
+  ASSERT_TRUE(cubin) << cubin.error().describe();
+  auto info = elf::read_cubin(*cubin);
+  ASSERT_TRUE(info);
+  EXPECT_EQ(info->kernels, output->images[0].kernels);
+}
+
+TEST_F(CompilerTest, SourceImageCompileErrorNamesTheImage) {
+  source::SourceImage image;
+  image.file_name = "broken.cu";
+  image.text = "__global__ void k() { nope(); }\n";
+  auto compiled = compile_source_image(source::encode_source_image(image), arch(9, 0));
+  ASSERT_FALSE(compiled);
+  EXPECT_EQ(compiled.error().component, Component::Nvrtc);
+  EXPECT_NE(compiled.error().context.find("broken.cu"), std::string::npos);
+  EXPECT_NE(compiled.error().log.find("broken.cu(1)"), std::string::npos) << compiled.error().log;
+}
+
+TEST(SourceImage, RejectsDamagedOrHostileArchives) {
+  source::SourceImage image;
+  image.file_name = "k.cu";
+  image.text = "__global__ void k() {}\n";
+  image.headers = {{"a.cuh", "#pragma once\n"}, {"b/c.cuh", "int c;\n"}};
+  image.defines = {"N=4", "FLAG", "MAX(a,b)=((a)>(b)?(a):(b))"};
+  const Bytes bytes = source::encode_source_image(image);
+  auto decoded = source::decode_source_image(bytes);
+  ASSERT_TRUE(decoded) << decoded.error().describe();
+  EXPECT_EQ(decoded->file_name, image.file_name);
+  EXPECT_EQ(decoded->text, image.text);
+  EXPECT_EQ(decoded->headers, image.headers);
+  EXPECT_EQ(decoded->defines, image.defines);
+  EXPECT_EQ(decoded->options().back(), "-std=c++17");
+
+  for (std::size_t size = 0; size < bytes.size(); ++size) {
+    EXPECT_FALSE(source::decode_source_image(ByteView(bytes).first(size))) << size;
+  }
+  std::mt19937 random(7);
+  for (int trial = 0; trial < 2000; ++trial) {
+    Bytes damaged = bytes;
+    damaged[random() % damaged.size()] ^= static_cast<std::uint8_t>(1 + random() % 255);
+    EXPECT_FALSE(source::decode_source_image(damaged));
+  }
+  Bytes garbage(4096);
+  for (auto& byte : garbage) byte = static_cast<std::uint8_t>(random());
+  EXPECT_FALSE(source::decode_source_image(garbage));
+
+  // Well-formed and checksummed, but a "define" that would smuggle in an option.
+  for (const std::string& hostile : {"X -I/etc", "-Xptxas=-v", "", "9X=1", "A(b=1"}) {
+    source::SourceImage bad = image;
+    bad.defines = {hostile};
+    auto rejected = source::decode_source_image(source::encode_source_image(bad));
+    ASSERT_FALSE(rejected) << hostile;
+    EXPECT_NE(rejected.error().message.find("not a macro definition"), std::string::npos);
+  }
+  source::SourceImage bad_standard = image;
+  bad_standard.language_standard = "c++17 -G";
+  EXPECT_FALSE(source::decode_source_image(source::encode_source_image(bad_standard)));
+}
+
+TEST(SourceImage, HeadersWithOneNameAndTwoContentsAreRefused) {
+  source::SourceClosure closure;
+  closure.path = "/work/k.cu";
+  closure.headers = {{"/a/config.h", {"config.h"}, "#define A 1\n"}, {"/b/config.h", {"config.h"}, "#define A 2\n"}};
+  auto image = source::make_source_image(closure, {}, "c++17");
+  ASSERT_FALSE(image);
+  EXPECT_NE(image.error().message.find("config.h"), std::string::npos);
+}
+
+TEST(IncludeScanner, FindsDirectivesAndSkipsCommentsAndStrings) {
+  const std::string text = R"(#include "a.cuh"
+  #  include   <b/c.h>  // trailing comment
+// #include "commented.h"
+/* #include "block.h"
+   #include "still_block.h" */ #include "after_block.h"
+const char* text = "#include \"in_string.h\"";
+#include_next <next.h>
+#include MACRO_HEADER
+#if 0
+#include "disabled.h"
+#endif
+#include"tight.h"
+)";
+  const std::vector<std::pair<std::string, bool>> expected = {
+      {"a.cuh", true}, {"b/c.h", false}, {"after_block.h", true}, {"disabled.h", true}, {"tight.h", true}};
+  EXPECT_EQ(source::include_directives(text), expected);
+}
+
+TEST(IncludeScanner, ClosureFollowsNestedHeadersAndSkipsToolkitAndMissing) {
+  TemporaryDirectory work;
+  write_file(work.path() / "src" / "k.cu",
+             "#include \"local.cuh\"\n#include <lib/api.cuh>\n#include <cub/cub.cuh>\n#include \"gone.h\"\n");
+  write_file(work.path() / "src" / "local.cuh", "#include <lib/api.cuh>\n");
+  write_file(work.path() / "inc" / "lib" / "api.cuh", "#include \"detail/impl.cuh\"\n#include <toolkit.h>\n");
+  write_file(work.path() / "inc" / "lib" / "detail" / "impl.cuh", "#include \"../api.cuh\"\n");
+  write_file(work.path() / "toolkit" / "toolkit.h", "");
+  auto closure = source::read_closure(work.path() / "src" / "k.cu", {work.path() / "inc", work.path() / "toolkit"},
+                                      work.path() / "toolkit");
+  ASSERT_TRUE(closure) << closure.error().describe();
+  ASSERT_EQ(closure->headers.size(), 3u);
+  const fs::path root = fs::canonical(work.path());
+  EXPECT_EQ(closure->headers[0].path, root / "src" / "local.cuh");
+  EXPECT_EQ(closure->headers[1].path, root / "inc" / "lib" / "api.cuh");
+  EXPECT_EQ(closure->headers[1].include_names, (std::vector<std::string>{"lib/api.cuh", "../api.cuh"}));
+  EXPECT_EQ(closure->headers[2].path, root / "inc" / "lib" / "detail" / "impl.cuh");
+}
+
+TEST(ElfReader, ReadsPtxEntries) {
+  const std::string ptx = R"(.version 9.0
+.target sm_80
+// .entry commented_out_is_still_text_but_harmless(
+.visible .entry _Z3addPfS_(
+	.param .u64 _Z3addPfS__param_0
+)
+.weak .entry _Z5scaleIfEvPT_(
+.func helper(
+.entry plain()";
+  EXPECT_EQ(elf::ptx_entry_names(ptx),
+            (std::vector<std::string>{"_Z3addPfS_", "_Z5scaleIfEvPT_", "commented_out_is_still_text_but_harmless",
+                                      "plain"}));
+}
+
+TEST_F(CompilerTest, ElfReaderRejectsGarbageWithoutCrashing) {
+  CompileOptions options;
+  options.cubin_archs = {arch(8, 0)};
+  auto output = compile({data_path("compiler_templates.cu")}, options);
+  ASSERT_TRUE(output) << output.error().describe();
+  const Bytes& cubin = output->images[0].bytes;
+  ASSERT_TRUE(elf::read_cubin(cubin));
+
+  EXPECT_FALSE(elf::read_cubin({}));
+  std::size_t rejected = 0;
+  for (std::size_t size = 0; size < cubin.size(); ++size) {
+    auto truncated = elf::read_cubin(ByteView(cubin).first(size));
+    // Only a cut through trailing bytes that no header points at may still read, and then
+    // it reads the same.
+    if (truncated) {
+      EXPECT_EQ(truncated->kernels, kTemplateKernels) << size;
+    } else {
+      ++rejected;
+    }
+  }
+  EXPECT_GE(rejected, cubin.size() - 64);
+  std::mt19937 random(11);
+  for (int trial = 0; trial < 20000; ++trial) {
+    Bytes damaged = cubin;
+    for (int flips = 0; flips < 1 + trial % 4; ++flips) {
+      damaged[random() % damaged.size()] = static_cast<std::uint8_t>(random());
+    }
+    (void)elf::read_cubin(damaged);  // any answer, but no crash and no out-of-bounds read (ASan)
+  }
+  Bytes garbage(8192);
+  for (auto& byte : garbage) byte = static_cast<std::uint8_t>(random());
+  EXPECT_FALSE(elf::read_cubin(garbage));
+
+  // Headers that point far outside the file, including offsets that overflow when added.
+  Bytes header(cubin.begin(), cubin.begin() + 64);
+  header[56] = header[57] = 0;  // no program headers: the section table is what is checked
+  for (std::uint64_t offset : {std::uint64_t{1} << 40, ~std::uint64_t{0} - 10, std::uint64_t{64}}) {
+    Bytes bad = header;
+    for (int i = 0; i < 8; ++i) bad[40 + i] = static_cast<std::uint8_t>(offset >> (8 * i));
+    auto result = elf::read_cubin(bad);
+    ASSERT_FALSE(result);
+    EXPECT_NE(result.error().message.find("section table"), std::string::npos) << result.error().message;
+  }
+  Bytes wrong_machine = cubin;
+  wrong_machine[18] = 62;  // EM_X86_64
+  auto machine = elf::read_cubin(wrong_machine);
+  ASSERT_FALSE(machine);
+  EXPECT_NE(machine.error().message.find("EM_CUDA"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace kiln
