@@ -73,8 +73,13 @@ std::chrono::system_clock::time_point to_time_point(const timespec& time) {
 
 std::string describe_errno(int error) { return std::generic_category().message(error); }
 
+// "cache /home/me/.cache/kiln", or "cache directory" when there is none.
+std::string name_of(const std::filesystem::path& directory) {
+  return "cache " + (directory.empty() ? std::string("directory") : directory.string());
+}
+
 Error cache_error(const std::filesystem::path& directory, std::string message, int native_code = 0) {
-  Error error = make_error(Component::Cache, std::move(message), "cache " + directory.string());
+  Error error = make_error(Component::Cache, std::move(message), directory.string());
   error.native_code = native_code;
   return error;
 }
@@ -168,7 +173,7 @@ struct DiskCache::State {
 
   void turn_off_writes(const Error& why) {
     writes_enabled = false;
-    warn_once("cache " + directory.string() + ": " + why.message +
+    warn_once(name_of(directory) + ": " + why.message +
               "; the cache is off for writes in this process (kernels are still compiled, not kept)");
   }
 
@@ -178,7 +183,7 @@ struct DiskCache::State {
       std::lock_guard lock(mutex);
       reason = refusal;
     }
-    warn_once("cache " + directory.string() + " " + reason + "; the disk cache is off");
+    warn_once(name_of(directory) + " " + reason + "; the disk cache is off");
   }
 
   // Called with `mutex` held. Validates the directory once it exists; a refusal is final.
@@ -191,7 +196,7 @@ struct DiskCache::State {
       writes_enabled = false;
       return Presence::Refused;
     };
-    if (directory.empty()) return refuse("is not set: neither KILN_CACHE_DIR, XDG_CACHE_HOME nor HOME is");
+    if (directory.empty()) return refuse("is not set (neither KILN_CACHE_DIR, XDG_CACHE_HOME nor HOME is)");
     struct stat status {};
     if (::lstat(directory.c_str(), &status) != 0) return Presence::Missing;
     // Followed links and foreign owners would let someone else choose the cubins we load.

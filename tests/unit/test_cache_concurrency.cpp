@@ -256,6 +256,26 @@ TEST(CacheConcurrency, LockHolderKilledWhileOthersWait) {
   ::close(ready[1]);
 }
 
+TEST(CacheConcurrency, PruneAndClearLeaveHeldLockFilesAlone) {
+  TempDirectory temp;
+  int ready[2];
+  ASSERT_EQ(::pipe(ready), 0);
+  const pid_t holder = spawn_lock_holder(temp.cache(), 3, ready[1]);
+  char signal = 0;
+  ASSERT_EQ(::read(ready[0], &signal, 1), 1);
+  const fs::path lock = temp.cache() / ("kiln-" + key_for(3).hex() + ".lock");
+  DiskCache cache(temp.cache(), {});
+  ASSERT_TRUE(cache.prune({}).ok());
+  ASSERT_TRUE(cache.clear().ok());
+  EXPECT_TRUE(fs::exists(lock)) << "removed while its holder computes";
+  ASSERT_EQ(::kill(holder, SIGKILL), 0);
+  EXPECT_EQ(wait_bounded(holder, 10s), 128 + SIGKILL);
+  ASSERT_TRUE(cache.prune({}).ok());
+  EXPECT_FALSE(fs::exists(lock)) << "left by a dead holder, so prune removes it";
+  ::close(ready[0]);
+  ::close(ready[1]);
+}
+
 TEST(CacheConcurrency, PruneRacingWithWritersNeverYieldsAWrongValue) {
   // Writers and a pruner at a tiny limit: entries vanish under readers all the time; every value
   // returned must still be right (a miss is fine, a wrong value never).
