@@ -41,6 +41,7 @@ write_basic_package_version_file(${PROJECT_BINARY_DIR}/kilnConfigVersion.cmake
 unset(_kiln_compatibility)
 
 # The installed package.
+set(KILN_CONFIG_ADD_KERNELS "\${CMAKE_CURRENT_LIST_DIR}/KilnAddKernels.cmake")
 configure_package_config_file(${PROJECT_SOURCE_DIR}/cmake/kilnConfig.cmake.in
                               ${PROJECT_BINARY_DIR}/cmake/install/kilnConfig.cmake
                               INSTALL_DESTINATION ${KILN_INSTALL_CMAKEDIR})
@@ -49,12 +50,12 @@ install(FILES ${PROJECT_BINARY_DIR}/cmake/install/kilnConfig.cmake
               ${PROJECT_SOURCE_DIR}/cmake/KilnAddKernels.cmake
         DESTINATION ${KILN_INSTALL_CMAKEDIR} COMPONENT kiln_Development)
 
-# The build-tree package: the same config beside an export() of the build-tree targets and a
-# copy of KilnAddKernels.cmake (re-copied whenever the source changes).
+# The build-tree package: the same config beside an export() of the build-tree targets; it
+# includes KilnAddKernels.cmake from the source tree, so an edit there needs no reconfigure.
+set(KILN_CONFIG_ADD_KERNELS "${PROJECT_SOURCE_DIR}/cmake/KilnAddKernels.cmake")
 export(EXPORT kilnTargets NAMESPACE kiln:: FILE ${PROJECT_BINARY_DIR}/kilnTargets.cmake)
 configure_package_config_file(${PROJECT_SOURCE_DIR}/cmake/kilnConfig.cmake.in
                               ${PROJECT_BINARY_DIR}/kilnConfig.cmake
                               INSTALL_DESTINATION ${PROJECT_BINARY_DIR}
                               INSTALL_PREFIX ${PROJECT_BINARY_DIR})
-configure_file(${PROJECT_SOURCE_DIR}/cmake/KilnAddKernels.cmake
-               ${PROJECT_BINARY_DIR}/KilnAddKernels.cmake COPYONLY)
+unset(KILN_CONFIG_ADD_KERNELS)
