@@ -64,7 +64,6 @@ const Bytes& bundle_for(const BundleRecipe& recipe) {
   options.cubin_archs = recipe.cubins;
   options.ptx_archs = recipe.ptx;
   options.embed_source = recipe.source;
-  options.include_dirs = {KILN_CUDA_INCLUDE_DIR, fs::path(KILN_CUDA_INCLUDE_DIR) / "cccl"};
   options.cache_dir = fs::path(KILN_GPU_TEST_BINARY_DIR) / "compile-cache";
   Result<CompileOutput> compiled = compile(sources, options);
   if (!compiled) throw std::runtime_error("building the test bundle failed: " + compiled.error().describe());
