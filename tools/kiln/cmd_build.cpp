@@ -77,7 +77,18 @@ class ProgressLine {
 
 }  // namespace
 
+static bool has_content(const std::filesystem::path& path, std::string_view bytes) {
+  std::error_code ec;
+  if (std::filesystem::file_size(path, ec) != bytes.size() || ec) return false;
+  std::ifstream in(path, std::ios::binary);
+  std::string existing(bytes.size(), '\0');
+  return in.read(existing.data(), static_cast<std::streamsize>(existing.size())) && existing == bytes;
+}
+
 Result<void> write_file_atomically(const std::filesystem::path& path, std::string_view bytes) {
+  // An unchanged file keeps its timestamp, so build systems that restat outputs (Ninja with
+  // kiln_add_kernels) skip re-embedding and relinking after a comment-only edit.
+  if (has_content(path, bytes)) return {};
   const std::filesystem::path directory = path.has_parent_path() ? path.parent_path() : ".";
   std::error_code ec;
   std::filesystem::create_directories(directory, ec);
