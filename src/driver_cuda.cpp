@@ -226,7 +226,9 @@ class CudaDriver final : public Driver {
       CUresult result = api_.cuFuncGetParamInfo(function, index, &offset, &size);
       // The driver answers an index past the last parameter with CUDA_ERROR_INVALID_VALUE.
       if (result == CUDA_ERROR_INVALID_VALUE) break;
-      if (result != CUDA_SUCCESS) return driver_error(api_, result, "cuFuncGetParamInfo");
+      // The sizes only feed an advisory launch check: a driver that cannot answer skips it
+      // rather than making the kernel unusable.
+      if (result != CUDA_SUCCESS) return std::optional<std::vector<std::size_t>>{};
       sizes.push_back(size);
     }
     return std::optional<std::vector<std::size_t>>(std::move(sizes));
