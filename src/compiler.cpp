@@ -46,8 +46,14 @@ struct JobResult {
   std::optional<Error> error;
 };
 
+// "ops.cu for sm_90": short, for progress lines.
 std::string label(const PreparedSource& source, std::string_view target) {
   return source.given.filename().string() + " for " + std::string(target);
+}
+
+// "kernels/ops.cu for sm_90": the path as given, for errors.
+std::string error_context(const PreparedSource& source, std::string_view target) {
+  return source.given.string() + " for " + std::string(target);
 }
 
 Result<PreparedSource> prepare(const std::filesystem::path& path, const CompileOptions& options,
@@ -84,7 +90,7 @@ Result<PreparedSource> prepare(const std::filesystem::path& path, const CompileO
 }
 
 Hash128 output_key(const nvrtc::Toolchain& toolchain, const PreparedSource& source, const Job& job,
-                   std::string_view kind) {
+                   ImageKind kind) {
   std::string options;
   for (const auto& option : source.unit.options) options += option + '\n';
   return KeyBuilder()
@@ -93,8 +99,9 @@ Hash128 output_key(const nvrtc::Toolchain& toolchain, const PreparedSource& sour
       .add("program", source.unit.program_name)
       .add("inputs", source.inputs_hash.hex())
       .add("options", options)
-      .add("target", nvrtc::target_options(toolchain, job.arch, job.cubin, job.ptx, source.unit.line_info))
-      .add("output", kind)
+      .add("target", nvrtc::output_options(toolchain, job.arch, job.cubin, kind == ImageKind::Cubin,
+                                           source.unit.line_info))
+      .add("output", kind_name(kind))
       .finish();
 }
 
@@ -123,8 +130,8 @@ JobResult run_job(const Job& job, const PreparedSource& source, const nvrtc::Too
   const std::string ptx_label = label(source, job.arch.compute_name());
   std::optional<Bytes> cubin;
   std::optional<Bytes> ptx;
-  const Hash128 cubin_key = output_key(toolchain, source, job, "cubin");
-  const Hash128 ptx_key = output_key(toolchain, source, job, "ptx");
+  const Hash128 cubin_key = output_key(toolchain, source, job, ImageKind::Cubin);
+  const Hash128 ptx_key = output_key(toolchain, source, job, ImageKind::Ptx);
   if (cache) {
     if (job.cubin) cubin = cache->load(cubin_key, "cubin");
     if (job.ptx) ptx = cache->load(ptx_key, "ptx");
@@ -134,8 +141,11 @@ JobResult run_job(const Job& job, const PreparedSource& source, const nvrtc::Too
   const bool need_cubin = job.cubin && !cubin_cached;
   const bool need_ptx = job.ptx && !ptx_cached;
   if (need_cubin || need_ptx) {
-    auto compiled = nvrtc::compile_unit(toolchain, source.unit, job.arch, need_cubin, need_ptx,
-                                        need_cubin ? cubin_label : ptx_label);
+    // Always the job's full set of outputs, so that each is made exactly as its key says
+    // (NVRTC alone compiles for sm_XY when a cubin is wanted); a second link costs ~30 ms.
+    auto compiled =
+        nvrtc::compile_unit(toolchain, source.unit, job.arch, job.cubin, job.ptx,
+                            error_context(source, job.cubin ? job.arch.sm_name() : job.arch.compute_name()));
     if (!compiled) {
       result.error = compiled.error();
       return result;
@@ -156,7 +166,7 @@ JobResult run_job(const Job& job, const PreparedSource& source, const nvrtc::Too
   }
 
   if (job.cubin) {
-    auto kernels = cubin_kernels(*cubin, job.arch, cubin_label);
+    auto kernels = cubin_kernels(*cubin, job.arch, error_context(source, job.arch.sm_name()));
     if (!kernels) {
       result.error = kernels.error();
       return result;

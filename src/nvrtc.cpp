@@ -196,6 +196,7 @@ Result<void> load_nvrtc(Loaded& loaded) {
     return make_error(Component::Nvrtc, "nvrtcGetSupportedArchs failed", info.library_path);
   }
   for (int arch : archs) info.supported.push_back({arch / 10, arch % 10});
+  if (info.supported.empty()) return make_error(Component::Nvrtc, "NVRTC supports no architecture", info.library_path);
   return {};
 }
 
@@ -375,16 +376,14 @@ Result<const Toolchain*> load_toolchain() {
   return &loaded.value()->toolchain;
 }
 
-std::string target_options(const Toolchain& toolchain, Arch arch, bool want_cubin, bool want_ptx, bool line_info) {
+std::string output_options(const Toolchain& toolchain, Arch arch, bool job_has_cubin, bool cubin_output,
+                           bool line_info) {
   std::string text;
-  for (const auto& option : compile_options(toolchain, arch, want_cubin)) text += option + ' ';
+  for (const auto& option : compile_options(toolchain, arch, job_has_cubin)) text += option + ' ';
   if (line_info) text += "-lineinfo ";
   if (toolchain.has_linker) {
-    for (bool cubin : {true, false}) {
-      if (cubin ? !want_cubin : !want_ptx) continue;
-      text += "| link";
-      for (const auto& option : link_options(arch, cubin, line_info)) text += ' ' + option;
-    }
+    text += "| link";
+    for (const auto& option : link_options(arch, cubin_output, line_info)) text += ' ' + option;
   }
   return text;
 }

@@ -58,8 +58,9 @@ struct UnitOutputs {
   std::string warnings; // NVRTC's log of a successful compile (empty when clean)
 };
 
-// The exact arguments compile_unit passes for `arch` besides unit.options, for cache keys.
-[[nodiscard]] std::string target_options(const Toolchain& toolchain, Arch arch, bool want_cubin, bool want_ptx,
+// The arguments besides unit.options that make one output of compile_unit(..., arch,
+// want_cubin = job_has_cubin, ...): the cubin (cubin_output) or the PTX. For cache keys.
+[[nodiscard]] std::string output_options(const Toolchain& toolchain, Arch arch, bool job_has_cubin, bool cubin_output,
                                          bool line_info);
 
 // Compiles `unit` for `arch`: a cubin for sm_<arch> and/or PTX for compute_<arch>.

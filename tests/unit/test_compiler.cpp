@@ -11,6 +11,7 @@
 
 #include "elf.hpp"
 #include "kiln/compiler.hpp"
+#include "nvrtc.hpp"
 #include "source_image.hpp"
 
 namespace kiln {
@@ -51,7 +52,8 @@ class TemporaryDirectory {
 };
 
 // NVRTC ships with the toolkit these tests build against; without it there is nothing to test.
-class CompilerTest : public ::testing::Test {
+// Suite names start with "compiler" so that `ctest -R compiler` selects exactly these tests.
+class CompilerFixture : public ::testing::Test {
  protected:
   void SetUp() override {
     auto info = nvrtc_info();
@@ -59,10 +61,12 @@ class CompilerTest : public ::testing::Test {
   }
 };
 
+using compiler = CompilerFixture;
+
 const std::vector<std::string> kTemplateKernels = {"_Z5scaleIdEvPT_S0_i", "_Z5scaleIfEvPT_S0_i",
                                                    "_Z5scaleIiEvPT_S0_i", "fill"};
 
-TEST_F(CompilerTest, NvrtcInfoReportsVersionPathAndArchitectures) {
+TEST_F(compiler, NvrtcInfoReportsVersionPathAndArchitectures) {
   auto info = nvrtc_info();
   ASSERT_TRUE(info) << info.error().describe();
   EXPECT_GE(info->major, 13);
@@ -75,34 +79,35 @@ TEST_F(CompilerTest, NvrtcInfoReportsVersionPathAndArchitectures) {
   EXPECT_TRUE(std::is_sorted(supported.begin(), supported.end()));
 }
 
-TEST_F(CompilerTest, CubinPerArchitectureAndPtxWithKernelNames) {
+TEST_F(compiler, CubinPerArchitectureAndPtxWithKernelNames) {
   CompileOptions options;
-  options.cubin_archs = {arch(9, 0), arch(8, 0), arch(9, 0, ArchVariant::Specific)};
+  options.cubin_archs = {arch(9, 0), arch(8, 0), arch(9, 0, ArchVariant::Specific),
+                         arch(10, 0, ArchVariant::Family)};
   options.ptx_archs = {arch(8, 0)};
   auto output = compile({data_path("compiler_templates.cu")}, options);
   ASSERT_TRUE(output) << output.error().describe();
-  ASSERT_EQ(output->images.size(), 4u);
+  ASSERT_EQ(output->images.size(), 5u);
 
-  const std::vector<std::string> expected_targets = {"sm_80", "sm_90", "sm_90a", "compute_80"};
+  const std::vector<std::string> expected_targets = {"sm_80", "sm_90", "sm_90a", "sm_100f", "compute_80"};
   for (std::size_t index = 0; index < expected_targets.size(); ++index) {
     const Image& image = output->images[index];
     EXPECT_EQ(image.target.name(), expected_targets[index]);
     EXPECT_EQ(image.kernels, kTemplateKernels) << expected_targets[index];
   }
-  for (std::size_t index = 0; index < 3; ++index) {
+  for (std::size_t index = 0; index < 4; ++index) {
     auto info = elf::read_cubin(output->images[index].bytes);
     ASSERT_TRUE(info) << info.error().describe();
     EXPECT_EQ(info->sm, output->images[index].target.arch.cc.major * 10 + output->images[index].target.arch.cc.minor);
     EXPECT_EQ(info->kernels, kTemplateKernels);
   }
-  const std::string ptx(as_text(output->images[3].bytes));
+  const std::string ptx(as_text(output->images[4].bytes));
   EXPECT_NE(ptx.find("\n.target sm_80"), std::string::npos) << ptx.substr(0, 400);
   EXPECT_EQ(ptx.find('\0'), std::string::npos);
   EXPECT_EQ(output->dependencies, std::vector<fs::path>{fs::canonical(data_path("compiler_templates.cu"))});
   EXPECT_EQ(demangle("_Z5scaleIfEvPT_S0_i"), "void scale<float>(float*, float, int)");
 }
 
-TEST_F(CompilerTest, UserHeadersThroughIncludeDirectoriesAndDefines) {
+TEST_F(compiler, UserHeadersThroughIncludeDirectoriesAndDefines) {
   CompileOptions options;
   options.cubin_archs = {arch(8, 6)};
   options.include_dirs = {data_path("compiler_include")};
@@ -125,7 +130,7 @@ TEST_F(CompilerTest, UserHeadersThroughIncludeDirectoriesAndDefines) {
       << missing_define.error().log;
 }
 
-TEST_F(CompilerTest, ToolkitHeadersNeedNoIncludeDirectory) {
+TEST_F(compiler, ToolkitHeadersNeedNoIncludeDirectory) {
   CompileOptions options;
   options.cubin_archs = {arch(9, 0)};
   auto output = compile({data_path("compiler_cub.cu")}, options);
@@ -143,7 +148,45 @@ TEST_F(CompilerTest, ToolkitHeadersNeedNoIncludeDirectory) {
   EXPECT_LT(output->images[0].bytes.size(), 64u * 1024);
 }
 
-TEST_F(CompilerTest, CompileErrorCarriesFileLineAndArchitecture) {
+// Where nvJitLink is missing, outputs come from NVRTC alone: still correct, only larger.
+TEST_F(compiler, WithoutNvJitLinkNvrtcAloneProducesTheImages) {
+  auto loaded = nvrtc::load_toolchain();
+  ASSERT_TRUE(loaded);
+  nvrtc::Toolchain nvrtc_only = **loaded;
+  nvrtc_only.has_linker = false;
+  nvrtc::Unit unit;
+  unit.program_name = "compiler_templates.cu";
+  unit.text = read_file(data_path("compiler_templates.cu"));
+  unit.options = {"-std=c++17"};
+  for (bool want_cubin : {true, false}) {
+    auto outputs = nvrtc::compile_unit(nvrtc_only, unit, arch(8, 6), want_cubin, true, "test");
+    ASSERT_TRUE(outputs) << outputs.error().describe();
+    EXPECT_NE(outputs->ptx.find(".target sm_86"), std::string::npos);
+    EXPECT_EQ(elf::ptx_entry_names(outputs->ptx), kTemplateKernels);
+    if (want_cubin) {
+      auto info = elf::read_cubin(outputs->cubin);
+      ASSERT_TRUE(info) << info.error().describe();
+      EXPECT_EQ(info->sm, 86);
+      EXPECT_EQ(info->kernels, kTemplateKernels);
+    } else {
+      EXPECT_TRUE(outputs->cubin.empty());
+    }
+  }
+}
+
+TEST_F(compiler, NvrtcWarningsAreReportedOnce) {
+  TemporaryDirectory work;
+  write_file(work.path() / "warns.cu", "#warning \"kiln test warning\"\n__global__ void k() {}\n");
+  CompileOptions options;
+  options.cubin_archs = {arch(8, 0), arch(9, 0)};
+  auto output = compile({work.path() / "warns.cu"}, options);
+  ASSERT_TRUE(output) << output.error().describe();
+  ASSERT_EQ(output->warnings.size(), 1u);
+  EXPECT_NE(output->warnings[0].find("kiln test warning"), std::string::npos) << output->warnings[0];
+  EXPECT_TRUE(output->warnings[0].starts_with("warns.cu: ")) << output->warnings[0];
+}
+
+TEST_F(compiler, CompileErrorCarriesFileLineAndArchitecture) {
   CompileOptions options;
   options.cubin_archs = {arch(8, 0), arch(9, 0)};
   auto output = compile({data_path("compiler_error.cu")}, options);
@@ -158,7 +201,7 @@ TEST_F(CompilerTest, CompileErrorCarriesFileLineAndArchitecture) {
   EXPECT_FALSE(error.hint.empty());
 }
 
-TEST_F(CompilerTest, UnsupportedArchitectureIsAUsageError) {
+TEST_F(compiler, UnsupportedArchitectureIsAUsageError) {
   CompileOptions options;
   options.cubin_archs = {arch(7, 0)};
   auto output = compile({data_path("compiler_templates.cu")}, options);
@@ -171,7 +214,7 @@ TEST_F(CompilerTest, UnsupportedArchitectureIsAUsageError) {
   EXPECT_EQ(missing.error().component, Component::Io);
 }
 
-TEST_F(CompilerTest, DeterministicOutput) {
+TEST_F(compiler, DeterministicOutput) {
   CompileOptions options;
   options.cubin_archs = {arch(8, 0), arch(12, 0)};
   options.ptx_archs = {arch(12, 0)};
@@ -201,11 +244,11 @@ TEST_F(CompilerTest, DeterministicOutput) {
   }
 }
 
-class CacheTest : public CompilerTest {
+class CompileCacheFixture : public CompilerFixture {
  protected:
   // A private copy of the user-header test, so that its header can be edited.
   void SetUp() override {
-    CompilerTest::SetUp();
+    CompilerFixture::SetUp();
     if (IsSkipped()) return;
     source_ = work_.path() / "src" / "kernel.cu";
     write_file(source_, read_file(data_path("compiler_user_header.cu")));
@@ -239,7 +282,9 @@ class CacheTest : public CompilerTest {
   CompileOutput last_;
 };
 
-TEST_F(CacheTest, SecondBuildHitsAndHeaderEditMisses) {
+using compiler_cache = CompileCacheFixture;
+
+TEST_F(compiler_cache, SecondBuildHitsAndHeaderEditMisses) {
   auto cold = build();
   ASSERT_EQ(cold.size(), 3u);
   EXPECT_EQ(cached_count(cold), 0u);
@@ -279,7 +324,19 @@ TEST_F(CacheTest, SecondBuildHitsAndHeaderEditMisses) {
   EXPECT_EQ(cached_count(build()), 0u);
 }
 
-TEST_F(CacheTest, DamagedEntryIsCompiledAgain) {
+TEST_F(compiler_cache, AddingAPtxTargetKeepsTheCachedCubins) {
+  options_.ptx_archs.clear();
+  EXPECT_EQ(cached_count(build()), 0u);
+  options_.ptx_archs = {arch(9, 0)};
+  auto steps = build();
+  ASSERT_EQ(steps.size(), 3u);
+  EXPECT_EQ(cached_count(steps), 2u);
+  for (const auto& step : steps) {
+    EXPECT_EQ(step.cached, step.current.find("compute_90") == std::string::npos) << step.current;
+  }
+}
+
+TEST_F(compiler_cache, DamagedEntryIsCompiledAgain) {
   build();
   const std::vector<Image> first_images = last_.images;
   std::vector<fs::path> entries;
@@ -301,7 +358,7 @@ TEST_F(CacheTest, DamagedEntryIsCompiledAgain) {
   EXPECT_EQ(cached_count(build()), 3u);  // repaired
 }
 
-TEST_F(CacheTest, UnwritableCacheIsAWarningNotAFailure) {
+TEST_F(compiler_cache, UnwritableCacheIsAWarningNotAFailure) {
   write_file(work_.path() / "cache", "a file where the cache directory should be");
   auto steps = build();
   EXPECT_EQ(steps.size(), 3u);
@@ -310,7 +367,7 @@ TEST_F(CacheTest, UnwritableCacheIsAWarningNotAFailure) {
   EXPECT_NE(last_.warnings.front().find("compile cache"), std::string::npos) << last_.warnings.front();
 }
 
-TEST_F(CompilerTest, SourceImageRoundTrip) {
+TEST_F(compiler, SourceImageRoundTrip) {
   CompileOptions options;
   options.cubin_archs = {arch(8, 0)};
   options.embed_source = true;
@@ -340,7 +397,7 @@ TEST_F(CompilerTest, SourceImageRoundTrip) {
   EXPECT_EQ(info->kernels, source_image.kernels);
 }
 
-TEST_F(CompilerTest, SourceImageAloneStillListsKernels) {
+TEST_F(compiler, SourceImageAloneStillListsKernels) {
   CompileOptions options;
   options.embed_source = true;
   auto output = compile({data_path("compiler_cub.cu"), data_path("compiler_templates.cu")}, options);
@@ -356,7 +413,7 @@ TEST_F(CompilerTest, SourceImageAloneStillListsKernels) {
   EXPECT_EQ(info->kernels, output->images[0].kernels);
 }
 
-TEST_F(CompilerTest, SourceImageCompileErrorNamesTheImage) {
+TEST_F(compiler, SourceImageCompileErrorNamesTheImage) {
   source::SourceImage image;
   image.file_name = "broken.cu";
   image.text = "__global__ void k() { nope(); }\n";
@@ -367,7 +424,7 @@ TEST_F(CompilerTest, SourceImageCompileErrorNamesTheImage) {
   EXPECT_NE(compiled.error().log.find("broken.cu(1)"), std::string::npos) << compiled.error().log;
 }
 
-TEST(SourceImage, RejectsDamagedOrHostileArchives) {
+TEST(compiler_source_image, RejectsDamagedOrHostileArchives) {
   source::SourceImage image;
   image.file_name = "k.cu";
   image.text = "__global__ void k() {}\n";
@@ -408,7 +465,7 @@ TEST(SourceImage, RejectsDamagedOrHostileArchives) {
   EXPECT_FALSE(source::decode_source_image(source::encode_source_image(bad_standard)));
 }
 
-TEST(SourceImage, HeadersWithOneNameAndTwoContentsAreRefused) {
+TEST(compiler_source_image, HeadersWithOneNameAndTwoContentsAreRefused) {
   source::SourceClosure closure;
   closure.path = "/work/k.cu";
   closure.headers = {{"/a/config.h", {"config.h"}, "#define A 1\n"}, {"/b/config.h", {"config.h"}, "#define A 2\n"}};
@@ -417,7 +474,7 @@ TEST(SourceImage, HeadersWithOneNameAndTwoContentsAreRefused) {
   EXPECT_NE(image.error().message.find("config.h"), std::string::npos);
 }
 
-TEST(IncludeScanner, FindsDirectivesAndSkipsCommentsAndStrings) {
+TEST(compiler_include_scan, FindsDirectivesAndSkipsCommentsAndStrings) {
   const std::string text = R"(#include "a.cuh"
   #  include   <b/c.h>  // trailing comment
 // #include "commented.h"
@@ -436,7 +493,7 @@ const char* text = "#include \"in_string.h\"";
   EXPECT_EQ(source::include_directives(text), expected);
 }
 
-TEST(IncludeScanner, ClosureFollowsNestedHeadersAndSkipsToolkitAndMissing) {
+TEST(compiler_include_scan, ClosureFollowsNestedHeadersAndSkipsToolkitAndMissing) {
   TemporaryDirectory work;
   write_file(work.path() / "src" / "k.cu",
              "#include \"local.cuh\"\n#include <lib/api.cuh>\n#include <cub/cub.cuh>\n#include \"gone.h\"\n");
@@ -455,7 +512,7 @@ TEST(IncludeScanner, ClosureFollowsNestedHeadersAndSkipsToolkitAndMissing) {
   EXPECT_EQ(closure->headers[2].path, root / "inc" / "lib" / "detail" / "impl.cuh");
 }
 
-TEST(ElfReader, ReadsPtxEntries) {
+TEST(compiler_elf, ReadsPtxEntries) {
   const std::string ptx = R"(.version 9.0
 .target sm_80
 // .entry commented_out_is_still_text_but_harmless(
@@ -470,7 +527,7 @@ TEST(ElfReader, ReadsPtxEntries) {
                                       "plain"}));
 }
 
-TEST_F(CompilerTest, ElfReaderRejectsGarbageWithoutCrashing) {
+TEST_F(compiler, ElfReaderRejectsGarbageWithoutCrashing) {
   CompileOptions options;
   options.cubin_archs = {arch(8, 0)};
   auto output = compile({data_path("compiler_templates.cu")}, options);
