@@ -397,6 +397,32 @@ TEST_F(compiler, SourceImageRoundTrip) {
   EXPECT_EQ(info->kernels, source_image.kernels);
 }
 
+// In memory, NVRTC finds a header by the name the #include wrote: <x>, "x", "../x" alike.
+TEST_F(compiler, SourceImageServesAngleAndRelativeIncludes) {
+  TemporaryDirectory work;
+  write_file(work.path() / "src" / "k.cu",
+             "#include <mylib/api.cuh>\n__global__ void k(float* p) { p[0] = mylib::value() + shared_value; }\n");
+  write_file(work.path() / "inc" / "mylib" / "api.cuh",
+             "#pragma once\n#include \"detail/impl.cuh\"\n#include \"../shared.cuh\"\n"
+             "namespace mylib { __device__ inline float value() { return detail::impl(); } }\n");
+  write_file(work.path() / "inc" / "mylib" / "detail" / "impl.cuh",
+             "#pragma once\nnamespace mylib::detail { __device__ inline float impl() { return 2.0f; } }\n");
+  write_file(work.path() / "inc" / "shared.cuh", "#pragma once\n__device__ const float shared_value = 1.0f;\n");
+  CompileOptions options;
+  options.ptx_archs = {arch(8, 0)};
+  options.embed_source = true;
+  options.include_dirs = {work.path() / "inc"};
+  auto output = compile({work.path() / "src" / "k.cu"}, options);
+  ASSERT_TRUE(output) << output.error().describe();
+  ASSERT_EQ(output->images.size(), 2u);
+  fs::remove_all(work.path());  // the run-time machine has none of these files
+  auto cubin = compile_source_image(output->images[1].bytes, arch(9, 0));
+  ASSERT_TRUE(cubin) << cubin.error().describe();
+  auto info = elf::read_cubin(*cubin);
+  ASSERT_TRUE(info);
+  EXPECT_EQ(info->kernels, std::vector<std::string>{"_Z1kPf"});
+}
+
 TEST_F(compiler, SourceImageAloneStillListsKernels) {
   CompileOptions options;
   options.embed_source = true;
