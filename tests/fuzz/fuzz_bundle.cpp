@@ -3,7 +3,8 @@
 // whatever opens and extracts must be self-consistent and survive a rewrite.
 //
 // Input: one mode byte, then the bundle. Mode bit 0 re-seals the checksums first, so that the
-// fuzzer's mutations reach the structural checks rather than all dying at "checksum mismatch".
+// fuzzer's mutations reach the structural checks rather than all dying at "checksum mismatch";
+// bit 1 then leaves each image's stored-bytes checksum as it is, to reach that check too.
 #include <cstdio>
 #include <cstdlib>
 
@@ -33,7 +34,7 @@ void require_bundle_error(const kiln::Error& error) {
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   if (size == 0) return 0;
   kiln::Bytes bytes(data + 1, data + size);
-  if (data[0] & 1) kiln::testing::seal(bytes);
+  if (data[0] & 1) kiln::testing::seal(bytes, {.image_checksums = (data[0] & 2) == 0});
 
   auto bundle = kiln::Bundle::open(bytes, "fuzz.kiln");
   if (!bundle) {
