@@ -206,6 +206,8 @@ const Device* find_device(std::string_view name) {
 
 std::vector<std::string> closest_device_names(std::string_view word, std::size_t count) {
   const std::string wanted = normalize(word);
+  // No device name is near a word this long; skip the quadratic edit distances.
+  if (wanted.size() > 64) return {};
   // Ranked by edit distance, then by the longest shared prefix ("h10" is nearer h100 than a10).
   std::vector<std::pair<std::size_t, std::string>> scored;
   auto consider = [&](std::string_view name) {

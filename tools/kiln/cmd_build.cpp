@@ -144,9 +144,11 @@ Result<void> run_build(const BuildArgs& args) {
   auto compiled = compile(args.sources, options);
   progress.finish();
   if (!compiled) return compiled.error();
+  for (const std::string& warning : compiled->warnings) std::fprintf(stderr, "kiln: warning: %s\n", warning.c_str());
 
   BundleMetadata metadata;
-  metadata.entries = {{"devices", list},
+  metadata.entries = {{"toolkit", "NVRTC " + std::to_string(nvrtc->major) + "." + std::to_string(nvrtc->minor)},
+                      {"devices", list},
                       {"cubin-targets", join_archs(*cubins, false)},
                       {"ptx-targets", join_archs(*ptx, true)}};
   WriteOptions write_options;
