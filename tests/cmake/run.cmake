@@ -128,7 +128,7 @@ elseif(MODE STREQUAL "incremental")
   # One step: change something, rebuild with `ninja -v -d explain`, keep the log, and check
   # which bundles were built, which embedding objects compiled and which targets linked.
   function(step label)
-    cmake_parse_arguments(PARSE_ARGV 1 arg "" "" "BUILT;NOT_BUILT;LINKED;NOT_LINKED")
+    cmake_parse_arguments(PARSE_ARGV 1 arg "" "" "BUILT;RERUN_UNCHANGED;NOT_BUILT;LINKED;NOT_LINKED")
     run(output COMMAND "${NINJA}" -C "${build}" -v -d explain)
     file(WRITE "${WORK_DIR}/${label}.log" "${output}")
     message(STATUS "---- ${label}: ninja -v -d explain (${WORK_DIR}/${label}.log)\n${output}----")
@@ -137,6 +137,12 @@ elseif(MODE STREQUAL "incremental")
     foreach(name IN LISTS arg_BUILT)
       expect_contains("${commands}" " -o ${build}/kiln/${name}.kiln " "${label}: bundle ${name} rebuilt")
       expect_contains("${commands}" "-c ${build}/kiln/${name}_embed.cpp" "${label}: ${name}'s embedding object recompiled")
+    endforeach()
+    # kiln build ran, but its output was byte-identical: kiln leaves the file untouched, Ninja's
+    # restat sees that, and nothing downstream is recompiled or relinked.
+    foreach(name IN LISTS arg_RERUN_UNCHANGED)
+      expect_contains("${commands}" " -o ${build}/kiln/${name}.kiln " "${label}: bundle ${name} checked")
+      expect_lacks("${commands}" "-c ${build}/kiln/${name}_embed.cpp" "${label}: ${name}'s unchanged bundle not re-embedded")
     endforeach()
     foreach(name IN LISTS arg_NOT_BUILT)
       expect_lacks("${commands}" "/kiln/${name}.kiln " "${label}: bundle ${name} left alone")
@@ -163,16 +169,26 @@ elseif(MODE STREQUAL "incremental")
   # Wait a moment so that file times differ even on coarse-grained file systems.
   execute_process(COMMAND "${CMAKE_COMMAND}" -E sleep 1.1)
   file(TOUCH "${source}/beta.cu")
-  step(touch-source BUILT beta NOT_BUILT alpha gamma LINKED app NOT_LINKED other)
+  step(touch-source RERUN_UNCHANGED beta NOT_BUILT alpha gamma NOT_LINKED app other)
 
   execute_process(COMMAND "${CMAKE_COMMAND}" -E sleep 1.1)
   file(TOUCH "${source}/include/beta_common.cuh")
-  step(touch-header BUILT beta NOT_BUILT alpha gamma LINKED app NOT_LINKED other)
+  step(touch-header RERUN_UNCHANGED beta NOT_BUILT alpha gamma NOT_LINKED app other)
 
-  # A real edit of the kernel source (not just its time), and the program still runs.
+  # A comment changes no image: the bundle is checked, nothing relinks.
   execute_process(COMMAND "${CMAKE_COMMAND}" -E sleep 1.1)
-  file(APPEND "${source}/alpha.cu" "// edited by the incremental test\n")
+  file(APPEND "${source}/alpha.cu" "// a comment added by the incremental test\n")
+  step(comment-source RERUN_UNCHANGED alpha NOT_BUILT beta gamma NOT_LINKED app other)
+
+  # A real edit of the kernel source (a new kernel), and the program still runs.
+  execute_process(COMMAND "${CMAKE_COMMAND}" -E sleep 1.1)
+  file(APPEND "${source}/alpha.cu" "extern \"C\" __global__ void alpha_added_by_test(float* out) { out[0] = 1.0f; }\n")
   step(edit-source BUILT alpha NOT_BUILT beta gamma LINKED app NOT_LINKED other)
+
+  # An edit to a header changes beta's image: only beta is rebuilt and re-embedded.
+  execute_process(COMMAND "${CMAKE_COMMAND}" -E sleep 1.1)
+  file(APPEND "${source}/include/beta_common.cuh" "extern \"C\" __global__ void beta_added_by_test(float* out) { out[0] = 2.0f; }\n")
+  step(edit-header BUILT beta NOT_BUILT alpha gamma LINKED app NOT_LINKED other)
 
   # gamma has no DEVICES: a new KILN_AOT_DEVLIST rebuilds it and nothing else.
   configure("${source}" "${build}" -DKILN_AOT_DEVLIST=sm_80,sm_90)
