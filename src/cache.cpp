@@ -95,8 +95,9 @@ Result<std::vector<DirectoryItem>> scan_directory(const std::filesystem::path& d
     return cache_error(directory, "cannot read the directory: " + describe_errno(error), error);
   }
   std::vector<DirectoryItem> items;
-  errno = 0;
-  while (const dirent* record = ::readdir(stream)) {
+  // readdir reports failure only through errno, which the fstatat below may have set when a
+  // file vanished; so clear it before every call.
+  for (errno = 0; const dirent* record = ::readdir(stream); errno = 0) {
     DirectoryItem item;
     item.name = record->d_name;
     item.kind = classify(item.name);
