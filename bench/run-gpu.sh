@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Every GPU measurement of docs/performance.md in one go: cold start (RUNS fresh processes per
+# variant), launch overhead, and the GPU load test. Everything lands in OUT_DIR; the tables for
+# docs/performance.md are printed at the end.
+#
+#   bench/run-gpu.sh BUILD_DIR OUT_DIR
+#
+# BUILD_DIR was configured with -DKILN_BUILD_BENCH=ON and built (kiln_bench_coldstart,
+# kiln_bench_launch, kiln_load_test, and the bundle bench/ops-h100.kiln that comes with
+# kiln_bench_coldstart) on the build machine: this machine needs only the NVIDIA driver. RUNS
+# (default 7) sets the cold-start processes per variant. Each stage runs even if an earlier one
+# failed; the exit status says whether all passed.
+set -uo pipefail
+
+if [ $# -ne 2 ]; then
+  echo "usage: bench/run-gpu.sh BUILD_DIR OUT_DIR" >&2
+  exit 2
+fi
+build=$(realpath "$1")
+out=$(realpath -m "$2")
+runs=${RUNS:-7}
+mkdir -p "$out" || exit 1
+
+bundle="$build/bench/ops-h100.kiln"
+for file in "$build/bin/kiln_bench_coldstart" "$build/bin/kiln_bench_launch" "$build/bin/kiln_load_test" "$bundle"; do
+  [ -e "$file" ] || { echo "run-gpu: $file is missing: build BUILD_DIR with -DKILN_BUILD_BENCH=ON first" >&2; exit 1; }
+done
+
+{
+  echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+  if command -v nvidia-smi > /dev/null; then
+    echo "gpu: $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | head -1)"
+  else
+    echo "gpu: (no nvidia-smi)"
+  fi
+  echo "cpu: $(lscpu | sed -n 's/^Model name: *//p' | head -1), $(nproc) cores"
+  echo "os: $(. /etc/os-release && echo "$PRETTY_NAME"), kernel $(uname -r)"
+  echo "CUDA_MODULE_LOADING: ${CUDA_MODULE_LOADING:-unset, the driver default}"
+} > "$out/machine.txt"
+cat "$out/machine.txt"
+
+failed=()
+# stage NAME COMMAND...: runs it with stdout to OUT_DIR/NAME.txt and stderr to OUT_DIR/NAME.log.
+stage() {
+  local name=$1; shift
+  echo "== $name: $*"
+  local start=$SECONDS
+  "$@" > "$out/$name.txt" 2> "$out/$name.log"
+  local status=$?
+  echo "   exit $status after $((SECONDS - start)) s"
+  if [ $status -ne 0 ]; then
+    failed+=("$name (exit $status)")
+    tail -n 20 "$out/$name.log"
+  fi
+}
+
+stage coldstart "$build/bin/kiln_bench_coldstart" --bundle "$bundle" --runs "$runs" --out "$out"
+stage launch "$build/bin/kiln_bench_launch" --benchmark_repetitions=10 --benchmark_min_time=0.5 \
+  --benchmark_display_aggregates_only=true --benchmark_out="$out/launch.json" --benchmark_out_format=json
+stage load "$build/bin/kiln_load_test" --gpu --report "$out/load-report.txt"
+
+echo
+echo "== results (for docs/performance.md)"
+cat "$out/machine.txt"
+echo
+cat "$out/coldstart.md" 2>/dev/null
+echo
+grep -E '^launch' "$out/launch.txt"
+echo
+cat "$out/load-report.txt" 2>/dev/null
+
+if [ ${#failed[@]} -ne 0 ]; then
+  echo "run-gpu: failed: ${failed[*]} (logs in $out)" >&2
+  exit 1
+fi
