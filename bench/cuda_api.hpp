@@ -10,6 +10,7 @@
 
 #include <stdexcept>
 #include <string>
+#include <string_view>
 
 namespace kiln_bench {
 
@@ -60,7 +61,10 @@ inline CudaApi load_cuda_api() {
   CudaApi api;
   auto resolve = [&](const char* name, void** slot) {
     CUdriverProcAddressQueryResult status = CU_GET_PROC_ADDRESS_SYMBOL_NOT_FOUND;
-    const CUresult result = get_proc_address(name, slot, CUDA_VERSION, CU_GET_PROC_ADDRESS_LEGACY_STREAM, &status);
+    // CUDA 13 gave cuCtxSynchronize a context argument (its v13000 entry point); the functions
+    // here are called with the CUDA 2.0 signature that cuda.h still declares for it.
+    const int version = std::string_view(name) == "cuCtxSynchronize" ? 2000 : CUDA_VERSION;
+    const CUresult result = get_proc_address(name, slot, version, CU_GET_PROC_ADDRESS_LEGACY_STREAM, &status);
     if (result != CUDA_SUCCESS || status != CU_GET_PROC_ADDRESS_SUCCESS || *slot == nullptr) {
       throw NoGpu(std::string("the CUDA driver lacks ") + name + " at version " + std::to_string(CUDA_VERSION) +
                   " (driver too old for this toolkit)");

@@ -88,6 +88,9 @@ class ElementwiseProblem {
     api.check(api.cuMemAlloc_fn(&out_, bytes), "cuMemAlloc(out)");
     api.check(api.cuMemcpyHtoD_fn(a_, a.data(), bytes), "cuMemcpyHtoD(a)");
     api.check(api.cuMemcpyHtoD_fn(b_, b.data(), bytes), "cuMemcpyHtoD(b)");
+    // A copy from pageable memory may return before its DMA lands, and it is ordered only on
+    // the legacy stream: finish it before a kernel on a non-blocking stream reads the inputs.
+    api.check(api.cuCtxSynchronize_fn(), "cuCtxSynchronize");
   }
   ElementwiseProblem(const ElementwiseProblem&) = delete;
   ElementwiseProblem& operator=(const ElementwiseProblem&) = delete;
