@@ -175,7 +175,11 @@ struct Module::State {
   Result<Kernel> make_kernel(std::size_t index, int device);
   const Result<ImageData>& data(std::size_t image);
   const Result<LoadedImage>& whole_image(int device, std::size_t image, Path aot_path);
-  Result<std::pair<Bytes, Path>> jit(ImageKind kind, ByteView input, const std::string& kernel, Arch target,
+  // The persistent cache's key for `kernel` ("" = the whole image) of `image` compiled for
+  // `target`: built from the bundle table's content hash, so a warm start needs neither to
+  // decompress nor to split the PTX before it finds the cubin.
+  Result<Hash128> cache_key(std::size_t image, const std::string& kernel, Arch target) const;
+  Result<std::pair<Bytes, Path>> jit(std::size_t image, ByteView input, const std::string& kernel, Arch target,
                                      int device, const std::string& label);
   [[nodiscard]] std::string where(int device) const;
 
@@ -307,8 +311,23 @@ const Result<ImageData>& Module::State::data(std::size_t image) {
   });
 }
 
-Result<std::pair<Bytes, Path>> Module::State::jit(ImageKind kind, ByteView input, const std::string& kernel,
+Result<Hash128> Module::State::cache_key(std::size_t image, const std::string& kernel, Arch target) const {
+  const ImageInfo& info = bundle.images()[image];
+  Result<std::string> compiler = runtime->jit->identity(info.target.kind);
+  if (!compiler) return compiler.error();
+  CacheKeyInputs key;
+  key.input_hash = info.content_hash;  // verified against the bytes whenever they are extracted
+  key.input_kind = kind_name(info.target.kind);
+  key.kernel = kernel;
+  key.target_arch = target.sm_name();
+  key.compiler = *compiler;
+  key.options = kernel.empty() ? "whole" : "ptx-split-1";  // what the compiled piece was cut from
+  return make_cache_key(key);
+}
+
+Result<std::pair<Bytes, Path>> Module::State::jit(std::size_t image, ByteView input, const std::string& kernel,
                                                   Arch target, int device, const std::string& label) {
+  const ImageKind kind = bundle.images()[image].target.kind;
   const Path compiled = kind == ImageKind::Ptx ? Path::JitPtx : Path::JitSource;
   JitRequest request{kind, input, kernel, target, device, label};
   auto compile = [&] { return runtime->jit->compile(request); };
@@ -317,16 +336,10 @@ Result<std::pair<Bytes, Path>> Module::State::jit(ImageKind kind, ByteView input
     if (!cubin) return cubin.error();
     return std::pair{std::move(*cubin), compiled};
   }
-  Result<std::string> compiler = runtime->jit->identity(kind);
-  if (!compiler) return compiler.error();
-  CacheKeyInputs key;
-  key.input_hash = checksum64(input);
-  key.input_kind = kind_name(kind);
-  key.kernel = kernel;
-  key.target_arch = target.sm_name();
-  key.compiler = *compiler;
+  Result<Hash128> key = cache_key(image, kernel, target);
+  if (!key) return key.error();
   bool hit = false;
-  Result<Bytes> cubin = runtime->cache->get_or_compute(make_cache_key(key), compile, &hit);
+  Result<Bytes> cubin = runtime->cache->get_or_compute(*key, compile, &hit);
   if (!cubin) return cubin.error();
   return std::pair{std::move(*cubin), hit ? Path::CacheHit : compiled};
 }
@@ -353,7 +366,7 @@ const Result<LoadedImage>& Module::State::whole_image(int device, std::size_t im
       Arch arch{runtime->driver->gpus()[static_cast<std::size_t>(device)].cc,
                 target.kind == ImageKind::Ptx ? target.arch.variant : ArchVariant::Plain};
       ByteView input = target.kind == ImageKind::Ptx ? as_bytes(loaded->ptx->text()) : ByteView(loaded->bytes);
-      auto jitted = jit(target.kind, input, "", arch, device, bundle.name() + " " + target.name());
+      auto jitted = jit(image, input, "", arch, device, bundle.name() + " " + target.name());
       if (!jitted) return jitted.error();
       compiled = std::move(jitted->first);
       cubin = compiled;
@@ -399,12 +412,27 @@ Result<Kernel> Module::State::make_kernel(std::size_t index, int device) {
 
   CUmodule module = nullptr;
   Path path = selection->path;
-  const Result<ImageData>& loaded = data(image);
-  if (!loaded) return failed(loaded.error());
-  if (target.kind == ImageKind::Ptx && loaded->ptx->splittable()) {
-    Result<std::string> piece = loaded->ptx->kernel_ptx(name.mangled);
+  const Arch ptx_arch{gpu.cc, target.arch.variant};
+  // A warm start: this kernel's cubin is already in the persistent cache.
+  std::optional<Bytes> cached;
+  if (target.kind == ImageKind::Ptx && runtime->cache) {
+    if (Result<Hash128> key = cache_key(image, name.mangled, ptx_arch)) cached = runtime->cache->get(*key);
+  }
+  const Result<ImageData>* loaded = nullptr;
+  if (!cached) {
+    loaded = &data(image);
+    if (!*loaded) return failed((*loaded).error());
+  }
+  if (cached) {
+    Result<CUmodule> kernel_module = runtime->driver->load_module(device, *cached);
+    if (!kernel_module) return failed(std::move(kernel_module).error());
+    modules->add(device, *kernel_module);
+    module = *kernel_module;
+    path = Path::CacheHit;
+  } else if (target.kind == ImageKind::Ptx && (*loaded)->ptx->splittable()) {
+    Result<std::string> piece = (*loaded)->ptx->kernel_ptx(name.mangled);
     if (!piece) return failed(std::move(piece).error());
-    auto jitted = jit(ImageKind::Ptx, as_bytes(*piece), name.mangled, Arch{gpu.cc, target.arch.variant}, device,
+    auto jitted = jit(image, as_bytes(*piece), name.mangled, ptx_arch, device,
                       bundle.name() + " " + target.name() + " " + name.readable);
     if (!jitted) return failed(std::move(jitted).error());
     Result<CUmodule> kernel_module = runtime->driver->load_module(device, jitted->first);
