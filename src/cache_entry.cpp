@@ -2,6 +2,7 @@
 #include <cstring>
 
 #include "kiln/cache.hpp"
+#include "kiln/little_endian.hpp"
 
 namespace kiln {
 namespace {
@@ -19,23 +20,6 @@ constexpr std::size_t kKeyLowOffset = 24;
 constexpr std::size_t kPayloadSizeOffset = 32;
 constexpr std::size_t kPayloadChecksumOffset = 40;
 static_assert(kPayloadChecksumOffset + 8 == kCacheEntryHeaderBytes);
-
-void store_le32(std::uint8_t* out, std::uint32_t value) {
-  for (int i = 0; i < 4; ++i) out[i] = static_cast<std::uint8_t>(value >> (8 * i));
-}
-void store_le64(std::uint8_t* out, std::uint64_t value) {
-  for (int i = 0; i < 8; ++i) out[i] = static_cast<std::uint8_t>(value >> (8 * i));
-}
-std::uint32_t load_le32(const std::uint8_t* in) {
-  std::uint32_t value = 0;
-  for (int i = 0; i < 4; ++i) value |= static_cast<std::uint32_t>(in[i]) << (8 * i);
-  return value;
-}
-std::uint64_t load_le64(const std::uint8_t* in) {
-  std::uint64_t value = 0;
-  for (int i = 0; i < 8; ++i) value |= static_cast<std::uint64_t>(in[i]) << (8 * i);
-  return value;
-}
 
 Error corrupt(std::string message) {
   return make_error(Component::Cache, std::move(message), "cache entry",
@@ -64,12 +48,12 @@ Bytes encode_cache_entry(const Hash128& key, ByteView payload) {
   Bytes file(kCacheEntryHeaderBytes + payload.size());
   std::uint8_t* header = file.data();
   std::memcpy(header + kMagicOffset, kEntryMagic, sizeof kEntryMagic);
-  store_le32(header + kVersionOffset, kCacheFormatVersion);
-  store_le32(header + kHeaderSizeOffset, static_cast<std::uint32_t>(kCacheEntryHeaderBytes));
-  store_le64(header + kKeyHighOffset, key.high);
-  store_le64(header + kKeyLowOffset, key.low);
-  store_le64(header + kPayloadSizeOffset, payload.size());
-  store_le64(header + kPayloadChecksumOffset, checksum64(payload));
+  store_le<std::uint32_t>(header + kVersionOffset, kCacheFormatVersion);
+  store_le<std::uint32_t>(header + kHeaderSizeOffset, static_cast<std::uint32_t>(kCacheEntryHeaderBytes));
+  store_le<std::uint64_t>(header + kKeyHighOffset, key.high);
+  store_le<std::uint64_t>(header + kKeyLowOffset, key.low);
+  store_le<std::uint64_t>(header + kPayloadSizeOffset, payload.size());
+  store_le<std::uint64_t>(header + kPayloadChecksumOffset, checksum64(payload));
   if (!payload.empty()) std::memcpy(header + kCacheEntryHeaderBytes, payload.data(), payload.size());
   return file;
 }
@@ -83,29 +67,29 @@ Result<Bytes> parse_cache_entry(ByteView file, const Hash128& expected_key) {
   if (std::memcmp(header + kMagicOffset, kEntryMagic, sizeof kEntryMagic) != 0) {
     return corrupt("bad magic: not a kiln cache entry");
   }
-  const std::uint32_t version = load_le32(header + kVersionOffset);
+  const std::uint32_t version = load_le<std::uint32_t>(header + kVersionOffset);
   if (version != kCacheFormatVersion) {
     return corrupt("format version " + std::to_string(version) + ", this kiln reads version " +
                    std::to_string(kCacheFormatVersion));
   }
-  const std::uint32_t header_size = load_le32(header + kHeaderSizeOffset);
+  const std::uint32_t header_size = load_le<std::uint32_t>(header + kHeaderSizeOffset);
   if (header_size != kCacheEntryHeaderBytes) {
     return corrupt("header size " + std::to_string(header_size) + ", expected " +
                    std::to_string(kCacheEntryHeaderBytes));
   }
-  const Hash128 stored_key{load_le64(header + kKeyHighOffset), load_le64(header + kKeyLowOffset)};
+  const Hash128 stored_key{load_le<std::uint64_t>(header + kKeyHighOffset), load_le<std::uint64_t>(header + kKeyLowOffset)};
   if (stored_key != expected_key) {
     return corrupt("holds key " + stored_key.hex() + " under the name of key " + expected_key.hex());
   }
   // Compared against what follows the header, never added to anything, so no overflow.
-  const std::uint64_t payload_size = load_le64(header + kPayloadSizeOffset);
+  const std::uint64_t payload_size = load_le<std::uint64_t>(header + kPayloadSizeOffset);
   const std::uint64_t bytes_after_header = file.size() - kCacheEntryHeaderBytes;
   if (payload_size != bytes_after_header) {
     return corrupt("payload size " + std::to_string(payload_size) + " does not match the " +
                    std::to_string(bytes_after_header) + " bytes after the header");
   }
   const ByteView payload = file.subspan(kCacheEntryHeaderBytes);
-  if (checksum64(payload) != load_le64(header + kPayloadChecksumOffset)) {
+  if (checksum64(payload) != load_le<std::uint64_t>(header + kPayloadChecksumOffset)) {
     return corrupt("payload checksum mismatch");
   }
   return Bytes(payload.begin(), payload.end());

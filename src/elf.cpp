@@ -6,6 +6,8 @@
 #include <optional>
 #include <string_view>
 
+#include "kiln/little_endian.hpp"
+
 namespace kiln::elf {
 namespace {
 
@@ -32,9 +34,7 @@ constexpr int kNewLayoutAbiVersion = 8;
 template <class T>
 std::optional<T> load(ByteView bytes, std::uint64_t offset) {
   if (offset > bytes.size() || bytes.size() - offset < sizeof(T)) return std::nullopt;
-  T value = 0;
-  for (std::size_t i = 0; i < sizeof(T); ++i) value |= static_cast<T>(static_cast<T>(bytes[offset + i]) << (8 * i));
-  return value;
+  return load_le<T>(bytes.data() + offset);
 }
 
 // [offset, offset + size) lies inside a buffer of `total` bytes, without overflow.

@@ -7,6 +7,8 @@
 #include <set>
 #include <sstream>
 
+#include "kiln/little_endian.hpp"
+
 namespace kiln::source {
 namespace {
 
@@ -39,7 +41,9 @@ bool is_blank(char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\f' |
 // Appends to `out` little-endian.
 template <class T>
 void put(Bytes& out, T value) {
-  for (std::size_t i = 0; i < sizeof(T); ++i) out.push_back(static_cast<std::uint8_t>(value >> (8 * i)));
+  std::uint8_t bytes[sizeof(T)];
+  store_le<T>(bytes, value);
+  out.insert(out.end(), bytes, bytes + sizeof(T));
 }
 
 enum class EntryKind : std::uint32_t { MainFile = 1, Header = 2, Define = 3, LanguageStandard = 4 };
@@ -65,8 +69,7 @@ class Reader {
   template <class T>
   bool take(T& value) {
     if (left() < sizeof(T)) return false;
-    value = 0;
-    for (std::size_t i = 0; i < sizeof(T); ++i) value |= static_cast<T>(static_cast<T>(bytes_[at_ + i]) << (8 * i));
+    value = load_le<T>(bytes_.data() + at_);
     at_ += sizeof(T);
     return true;
   }

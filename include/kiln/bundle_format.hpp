@@ -22,6 +22,8 @@
 #include <span>
 #include <type_traits>
 
+#include "kiln/little_endian.hpp"
+
 namespace kiln::format {
 
 inline constexpr std::array<std::uint8_t, 8> kMagic = {'K', 'I', 'L', 'N', 'B', 'N', 'D', 'L'};
@@ -179,21 +181,9 @@ constexpr void visit_fields(RefRef& r, Visit&& visit) {
   visit(r.length, offsetof(StringRef, length));
 }
 
-// --- Little-endian load/store of one value; the caller has checked the range. ---
-
-template <class T>
-  requires std::is_unsigned_v<T>
-constexpr T load_le(const std::uint8_t* bytes) noexcept {
-  T value = 0;
-  for (std::size_t i = 0; i < sizeof(T); ++i) value |= static_cast<T>(static_cast<T>(bytes[i]) << (8 * i));
-  return value;
-}
-
-template <class T>
-  requires std::is_unsigned_v<T>
-constexpr void store_le(std::uint8_t* bytes, T value) noexcept {
-  for (std::size_t i = 0; i < sizeof(T); ++i) bytes[i] = static_cast<std::uint8_t>(value >> (8 * i));
-}
+// Little-endian load/store of one value: kiln/little_endian.hpp.
+using kiln::load_le;
+using kiln::store_le;
 
 // Decodes a record (Header, Entry, StringRef) from `bytes`, which holds at least sizeof(Record).
 template <class Record>
