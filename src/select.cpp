@@ -1,6 +1,8 @@
 #include "kiln/select.hpp"
 
+#include <algorithm>
 #include <optional>
+#include <vector>
 
 namespace kiln {
 
@@ -47,12 +49,23 @@ std::optional<std::size_t> best_of(std::span<const ImageTarget> images, ComputeC
   return best;
 }
 
+// "sm_80 cubin (x6), compute_80 ptx (x6)": a bundle of several sources holds each target once per source.
 std::string holdings(std::span<const ImageTarget> images) {
   if (images.empty()) return "nothing";
-  std::string text;
+  std::vector<std::pair<std::string, int>> counted;
   for (const ImageTarget& target : images) {
+    const std::string name = target.name() + " " + kind_name(target.kind);
+    auto found = std::find_if(counted.begin(), counted.end(), [&](const auto& item) { return item.first == name; });
+    if (found == counted.end()) {
+      counted.emplace_back(name, 1);
+    } else {
+      ++found->second;
+    }
+  }
+  std::string text;
+  for (const auto& [name, count] : counted) {
     if (!text.empty()) text += ", ";
-    text += target.name() + " " + kind_name(target.kind);
+    text += name + (count > 1 ? " (x" + std::to_string(count) + ")" : "");
   }
   return text;
 }

@@ -62,6 +62,10 @@ TEST(Select, NothingFitsNamesDeviceHoldingsAndRebuildList) {
   EXPECT_NE(b200.error().message.find("b200 (sm_100)"), std::string::npos) << b200.error().message;
   EXPECT_NE(b200.error().message.find("sm_80 cubin, sm_90 cubin"), std::string::npos) << b200.error().message;
   EXPECT_NE(b200.error().hint.find("--devices b200"), std::string::npos);
+  const auto per_source = targets({"sm_90", "sm_90", "sm_90"});
+  auto l4 = select_image(per_source, {8, 9}, "l4");
+  ASSERT_FALSE(l4);
+  EXPECT_NE(l4.error().message.find("it holds sm_90 cubin (x3)"), std::string::npos) << l4.error().message;
 }
 
 TEST(Select, ForceAndDisableJit) {
