@@ -356,25 +356,6 @@ bool directory_has_files(const fs::path& directory) {
   return false;
 }
 
-// A private scratch directory for the caches, removed however the run ends.
-class ScratchDirectory {
- public:
-  ScratchDirectory() {
-    std::string pattern = (fs::temp_directory_path() / "kiln-coldstart-XXXXXX").string();
-    if (mkdtemp(pattern.data()) == nullptr) throw std::runtime_error(std::string("mkdtemp: ") + std::strerror(errno));
-    path_ = pattern;
-  }
-  ScratchDirectory(const ScratchDirectory&) = delete;
-  ScratchDirectory& operator=(const ScratchDirectory&) = delete;
-  ~ScratchDirectory() {
-    std::error_code ignored;  // nothing useful to do about a leftover temp directory
-    fs::remove_all(path_, ignored);
-  }
-  [[nodiscard]] const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
-};
 
 int run_parent(const Options& options) {
   const CudaApi api = load_cuda_api();
@@ -395,7 +376,7 @@ int run_parent(const Options& options) {
                chosen.cubins.size(), chosen.cubin_target.c_str(), chosen.ptxs.size(), chosen.ptx_target.c_str(),
                chosen.kernel_count, options.runs, module_loading_text.c_str());
 
-  const ScratchDirectory scratch;
+  const ScratchDirectory scratch("kiln-coldstart");
   const std::string self = fs::read_symlink("/proc/self/exe").string();
   const std::string bundle_path = fs::absolute(options.bundle).string();
   const std::vector<std::string> base_environment = neutral_environment();

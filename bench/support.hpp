@@ -1,6 +1,9 @@
 // Helpers the benchmark programs and the load test share: kiln results that must succeed, whole
 // files, and element-wise kernels of the example op library run on real inputs and checked.
 #pragma once
+#include <cstdlib>
+#include <cerrno>
+#include <cstring>
 
 #include <cstdint>
 #include <filesystem>
@@ -143,6 +146,26 @@ class ElementwiseProblem {
   long long count_;
   CUdeviceptr a_ = 0, b_ = 0, out_ = 0;
   std::vector<T> expected_;
+};
+
+// A private scratch directory (for caches), removed however the run ends.
+class ScratchDirectory {
+ public:
+  explicit ScratchDirectory(const std::string& prefix) {
+    std::string pattern = (std::filesystem::temp_directory_path() / (prefix + "-XXXXXX")).string();
+    if (mkdtemp(pattern.data()) == nullptr) throw std::runtime_error(std::string("mkdtemp: ") + std::strerror(errno));
+    path_ = pattern;
+  }
+  ScratchDirectory(const ScratchDirectory&) = delete;
+  ScratchDirectory& operator=(const ScratchDirectory&) = delete;
+  ~ScratchDirectory() {
+    std::error_code ignored;  // nothing useful to do about a leftover temp directory
+    std::filesystem::remove_all(path_, ignored);
+  }
+  [[nodiscard]] const std::filesystem::path& path() const { return path_; }
+
+ private:
+  std::filesystem::path path_;
 };
 
 }  // namespace kiln_bench

@@ -337,24 +337,6 @@ struct Options {
   std::optional<fs::path> report;
 };
 
-class ScratchDirectory {
- public:
-  ScratchDirectory() {
-    std::string pattern = (fs::temp_directory_path() / "kiln-load-XXXXXX").string();
-    if (mkdtemp(pattern.data()) == nullptr) throw std::runtime_error(std::string("mkdtemp: ") + std::strerror(errno));
-    path_ = pattern;
-  }
-  ScratchDirectory(const ScratchDirectory&) = delete;
-  ScratchDirectory& operator=(const ScratchDirectory&) = delete;
-  ~ScratchDirectory() {
-    std::error_code ignored;  // nothing useful to do about a leftover temp directory
-    fs::remove_all(path_, ignored);
-  }
-  [[nodiscard]] const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
-};
 
 std::vector<std::string> worker_environment(const fs::path& cache) {
   std::vector<std::string> environment;
@@ -396,7 +378,7 @@ int run_parent(const Options& options) {
 
   const kiln::Bundle bundle = unwrap(kiln::Bundle::open(kiln::bundles::load_ops(), "load_ops"), "opening the bundle");
   const std::vector<std::string> kernels = bundle_kernels(bundle);
-  const ScratchDirectory scratch;
+  const ScratchDirectory scratch("kiln-load");
   const fs::path cache = scratch.path() / "cache";  // made by kiln, private, on first write
   write_file(scratch.path() / "compiles.log", "");
 
