@@ -19,33 +19,13 @@
 #include <gtest/gtest.h>
 
 #include "kiln/cache.hpp"
+#include "unit/temp_directory.hpp"
 
 namespace fs = std::filesystem;
 using namespace kiln;
 
 namespace {
 
-// A fresh directory per test; the cache directory inside it does not exist yet.
-class TempDirectory {
- public:
-  TempDirectory() {
-    std::string pattern = (fs::temp_directory_path() / "kiln-cache-test-XXXXXX").string();
-    if (::mkdtemp(pattern.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
-    root_ = pattern;
-  }
-  ~TempDirectory() {
-    std::error_code ignored;
-    fs::remove_all(root_, ignored);
-  }
-  TempDirectory(const TempDirectory&) = delete;
-  TempDirectory& operator=(const TempDirectory&) = delete;
-
-  [[nodiscard]] const fs::path& root() const { return root_; }
-  [[nodiscard]] fs::path cache() const { return root_ / "cache"; }
-
- private:
-  fs::path root_;
-};
 
 // Collects the cache's warnings (the logger hook).
 struct WarningLog {

@@ -19,6 +19,7 @@
 #include <gtest/gtest.h>
 
 #include "kiln/cache.hpp"
+#include "unit/temp_directory.hpp"
 
 namespace fs = std::filesystem;
 using namespace kiln;
@@ -26,27 +27,6 @@ using namespace std::chrono_literals;
 
 namespace {
 
-class TempDirectory {
- public:
-  TempDirectory() {
-    std::string pattern = (fs::temp_directory_path() / "kiln-cache-race-XXXXXX").string();
-    if (::mkdtemp(pattern.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
-    root_ = pattern;
-  }
-  ~TempDirectory() {
-    std::error_code ignored;
-    fs::remove_all(root_, ignored);
-  }
-  TempDirectory(const TempDirectory&) = delete;
-  TempDirectory& operator=(const TempDirectory&) = delete;
-
-  [[nodiscard]] const fs::path& root() const { return root_; }
-  [[nodiscard]] fs::path cache() const { return root_ / "cache"; }
-  [[nodiscard]] fs::path log() const { return root_ / "compute.log"; }
-
- private:
-  fs::path root_;
-};
 
 Hash128 key_for(std::uint64_t index) {
   CacheKeyInputs inputs;
