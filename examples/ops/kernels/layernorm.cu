@@ -2,25 +2,9 @@
 // out = (x - mean) / sqrt(variance + epsilon) * gamma + beta, gamma and beta per column.
 // Statistics in the accumulation type; the variance from a second pass over x - mean
 // rather than E[x^2] - mean^2, which cancels catastrophically when |mean| >> stddev.
-#include <cub/block/block_reduce.cuh>
-
-#include "common.cuh"
+#include "row_reduce.cuh"
 
 namespace ops {
-
-// Sums one value per thread over the block and gives the result to every thread.
-template <class A>
-__device__ A block_all_sum(A value) {
-  using BlockReduce = cub::BlockReduce<A, kRowThreads>;
-  __shared__ typename BlockReduce::TempStorage scratch;
-  __shared__ A result;
-  const A block_value = BlockReduce(scratch).Sum(value);
-  if (threadIdx.x == 0) result = block_value;
-  __syncthreads();
-  const A broadcast = result;
-  __syncthreads();  // the next call reuses scratch and result
-  return broadcast;
-}
 
 template <class T>
 __global__ void __launch_bounds__(kRowThreads)
@@ -31,14 +15,14 @@ __global__ void __launch_bounds__(kRowThreads)
 
   A local_sum = 0;
   for (int c = threadIdx.x; c < cols; c += blockDim.x) local_sum += widen(row_in[c]);
-  const A mean = block_all_sum(local_sum) / A(cols);
+  const A mean = block_all_reduce(local_sum, Sum{}) / A(cols);
 
   A local_squares = 0;
   for (int c = threadIdx.x; c < cols; c += blockDim.x) {
     const A centred = widen(row_in[c]) - mean;
     local_squares += centred * centred;
   }
-  const A inverse_stddev = rsqrt_of(block_all_sum(local_squares) / A(cols) + epsilon);
+  const A inverse_stddev = rsqrt_of(block_all_reduce(local_squares, Sum{}) / A(cols) + epsilon);
 
   for (int c = threadIdx.x; c < cols; c += blockDim.x) {
     const A normalized = (widen(row_in[c]) - mean) * inverse_stddev;

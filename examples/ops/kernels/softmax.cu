@@ -1,33 +1,9 @@
 // Row-wise softmax over a rows x cols row-major matrix, one block per row. Numerically
 // stable: exponents are taken of x - max(row), so the largest is exp(0) = 1 and nothing
 // overflows, whatever the magnitude of the inputs.
-#include <cub/block/block_reduce.cuh>
-
-#include "common.cuh"
+#include "row_reduce.cuh"
 
 namespace ops {
-
-// The reduction operator for a sum, for block_all_reduce (cub's Sum() is a method, not one).
-struct Sum {
-  template <class A>
-  __device__ __forceinline__ A operator()(A a, A b) const {
-    return a + b;
-  }
-};
-
-// Reduces one value per thread over the block and gives the result to every thread.
-template <class A, class Reduce>
-__device__ A block_all_reduce(A value, Reduce reduce) {
-  using BlockReduce = cub::BlockReduce<A, kRowThreads>;
-  __shared__ typename BlockReduce::TempStorage scratch;
-  __shared__ A result;
-  const A block_value = BlockReduce(scratch).Reduce(value, reduce);
-  if (threadIdx.x == 0) result = block_value;
-  __syncthreads();
-  const A broadcast = result;
-  __syncthreads();  // the next call reuses scratch and result
-  return broadcast;
-}
 
 template <class T>
 __global__ void __launch_bounds__(kRowThreads) softmax(const T* x, T* out, int cols) {
