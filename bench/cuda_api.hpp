@@ -31,7 +31,8 @@ inline constexpr int kExitNoGpu = 77;
   X(cuDeviceGetAttribute) X(cuDevicePrimaryCtxRetain) X(cuCtxSetCurrent) X(cuCtxSynchronize)           \
   X(cuModuleLoadData) X(cuModuleUnload) X(cuModuleGetFunction) X(cuLaunchKernel) X(cuMemAlloc)          \
   X(cuMemFree) X(cuMemcpyHtoD) X(cuMemcpyDtoH) X(cuStreamCreate) X(cuStreamDestroy)                     \
-  X(cuStreamSynchronize) X(cuGetErrorName)
+  X(cuStreamSynchronize) X(cuGetErrorName) X(cuLinkCreate) X(cuLinkAddData) X(cuLinkComplete) \
+  X(cuLinkDestroy)
 
 struct CudaApi {
 #define KILN_BENCH_DECLARE(name) decltype(&::name) name##_fn = nullptr;

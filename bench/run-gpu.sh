@@ -22,7 +22,8 @@ runs=${RUNS:-7}
 mkdir -p "$out" || exit 1
 
 bundle="$build/bench/ops-h100.kiln"
-for file in "$build/bin/kiln_bench_coldstart" "$build/bin/kiln_bench_launch" "$build/bin/kiln_load_test" "$bundle"; do
+for file in "$build/bin/kiln_bench_coldstart" "$build/bin/kiln_bench_launch" "$build/bin/kiln_bench_phases" \
+  "$build/bin/kiln_load_test" "$bundle"; do
   [ -e "$file" ] || { echo "run-gpu: $file is missing: build BUILD_DIR with -DKILN_BUILD_BENCH=ON first" >&2; exit 1; }
 done
 
@@ -55,7 +56,27 @@ stage() {
 }
 
 stage coldstart "$build/bin/kiln_bench_coldstart" --bundle "$bundle" --runs "$runs" --out "$out"
-stage launch "$build/bin/kiln_bench_launch" --benchmark_repetitions=10 --benchmark_min_time=0.5 \
+# The step-by-step breakdown of the cold start (kiln_bench_phases), RUNS fresh processes per mode.
+# The kiln modes run as in kiln_bench_coldstart: only kiln's own cache can help them.
+phases() (
+  export CUDA_CACHE_DISABLE=1
+  warm_cache=$(mktemp -d)
+  KILN_FORCE_JIT=1 KILN_CACHE_DIR="$warm_cache" "$build/bin/kiln_bench_phases" kiln-all "$bundle" > /dev/null || return 1
+  for _ in $(seq "$runs"); do
+    for mode in raw raw-all; do "$build/bin/kiln_bench_phases" $mode "$bundle" || return 1; done
+    for mode in kiln kiln-all; do
+      KILN_CACHE_DIR=$(mktemp -d) "$build/bin/kiln_bench_phases" $mode "$bundle" | sed 's/^/aot-/' || return 1
+      KILN_FORCE_JIT=1 KILN_CACHE_DIR="$warm_cache" "$build/bin/kiln_bench_phases" $mode "$bundle" | sed 's/^/warm-/' || return 1
+    done
+    KILN_FORCE_JIT=1 KILN_CACHE_DIR=$(mktemp -d) "$build/bin/kiln_bench_phases" kiln "$bundle" | sed 's/^/cold-/' || return 1
+    "$build/bin/kiln_bench_phases" link-empty || return 1
+  done | sort
+)
+stage phases phases
+# Random interleaving runs the two sides' repetitions in a shuffled order, so that a drift of
+# the machine over the run (clock, other load) falls on both alike.
+stage launch "$build/bin/kiln_bench_launch" --benchmark_repetitions=20 --benchmark_min_time=0.5 \
+  --benchmark_enable_random_interleaving=true \
   --benchmark_display_aggregates_only=true --benchmark_out="$out/launch.json" --benchmark_out_format=json
 stage load "$build/bin/kiln_load_test" --gpu --report "$out/load-report.txt"
 
@@ -66,6 +87,8 @@ echo
 cat "$out/coldstart.md" 2>/dev/null
 echo
 grep -E '^launch' "$out/launch.txt"
+echo
+cat "$out/phases.txt"
 echo
 cat "$out/load-report.txt" 2>/dev/null
 

@@ -162,7 +162,6 @@ struct BundleData {
   ByteView bytes;  // the bundle itself: total_size bytes
   std::string name;
   std::uint32_t version = 0;
-  std::uint64_t file_hash = 0;
   BundleMetadata metadata;
   std::vector<ImageInfo> images;
   std::vector<f::Entry> entries;
@@ -259,7 +258,6 @@ class Parser {
                       hex(content_sum) + ")",
                   kHintCorrupt);
     }
-    state_.file_hash = checksum64(state_.bytes);
     return {};
   }
 
@@ -632,7 +630,6 @@ std::uint32_t Bundle::format_version() const noexcept { return state_of(state_.g
 const BundleMetadata& Bundle::metadata() const noexcept { return state_of(state_.get()).metadata; }
 const std::vector<ImageInfo>& Bundle::images() const noexcept { return state_of(state_.get()).images; }
 std::uint64_t Bundle::file_size() const noexcept { return state_of(state_.get()).bytes.size(); }
-std::uint64_t Bundle::file_hash() const noexcept { return state_of(state_.get()).file_hash; }
 
 std::vector<ImageTarget> Bundle::targets() const {
   std::vector<ImageTarget> targets;
@@ -645,8 +642,8 @@ namespace {
 // Decodes the stored bytes of one image (validated by open()) given its dictionary's raw bytes.
 Result<Bytes> decode_image(const BundleData& state, std::size_t index, ByteView dictionary) {
   const f::Entry& entry = state.entries[index];
-  const std::string where = "image " + std::to_string(index) + " (" + state.images[index].target.name() + ")";
   auto fail = [&](std::string message, const char* hint) {
+    const std::string where = "image " + std::to_string(index) + " (" + state.images[index].target.name() + ")";
     return make_error(Component::Bundle, where + ": " + std::move(message), state.name, hint);
   };
   const ByteView stored = state.bytes.subspan(entry.data_offset, entry.stored_size);
@@ -672,8 +669,15 @@ Result<Bytes> decode_image(const BundleData& state, std::size_t index, ByteView 
                     ")",
                 kHintMalformed);
   }
-  std::unique_ptr<ZSTD_DCtx, decltype(&ZSTD_freeDCtx)> context(ZSTD_createDCtx(), ZSTD_freeDCtx);
-  if (!context) return fail("zstd could not allocate a decompression context", kHintCorrupt);
+  // One context per thread, kept: creating one allocates and clears its window and tables,
+  // which costs about as much as decoding a small image.
+  thread_local std::unique_ptr<ZSTD_DCtx, decltype(&ZSTD_freeDCtx)> context(nullptr, ZSTD_freeDCtx);
+  if (!context) {
+    context.reset(ZSTD_createDCtx());
+    if (!context) return fail("zstd could not allocate a decompression context", kHintCorrupt);
+  }
+  // Parameters survive a session reset; the prefix below is used by one frame only.
+  ZSTD_DCtx_reset(context.get(), ZSTD_reset_session_and_parameters);
   ZSTD_DCtx_setParameter(context.get(), ZSTD_d_windowLogMax, kMaxReaderWindowLog);
   if (!dictionary.empty()) {
     if (const std::size_t code = ZSTD_DCtx_refPrefix(context.get(), dictionary.data(), dictionary.size());
@@ -693,16 +697,32 @@ Result<Bytes> decode_image(const BundleData& state, std::size_t index, ByteView 
   return raw;
 }
 
+// decode_image, then the raw bytes checked against the entry's content hash.
+Result<Bytes> decode_verified(const BundleData& state, std::size_t index, ByteView dictionary) {
+  Result<Bytes> raw = decode_image(state, index, dictionary);
+  if (!raw) return raw;
+  const ImageInfo& info = state.images[index];
+  if (const std::uint64_t hash = checksum64(*raw); hash != info.content_hash) {
+    return make_error(Component::Bundle,
+                      "image " + std::to_string(index) + " (" + info.target.name() + "): content hash " +
+                          hex(info.content_hash) + " does not match the decompressed bytes (" + hex(hash) + ")",
+                      state.name, kHintCorrupt);
+  }
+  return raw;
+}
+
+Error out_of_range(const BundleData& state, std::size_t index) {
+  return make_error(Component::Bundle,
+                    "image index " + std::to_string(index) + " is out of range: the bundle holds " +
+                        plural(state.images.size(), "image"),
+                    state.name, "use an index below images().size()");
+}
+
 }  // namespace
 
 Result<Bytes> Bundle::extract(std::size_t index) const {
   const BundleData& state = state_of(state_.get());
-  if (index >= state.images.size()) {
-    return make_error(Component::Bundle,
-                      "image index " + std::to_string(index) + " is out of range: the bundle holds " +
-                          plural(state.images.size(), "image"),
-                      state.name, "use an index below images().size()");
-  }
+  if (index >= state.images.size()) return out_of_range(state, index);
   const std::size_t owner = state.images[index].duplicate_of.value_or(index);
   // Decode the dictionary chain from its root down to `owner`, each image verified against its
   // content hash before it primes the next. open() bounded the chain and ruled out cycles.
@@ -710,18 +730,17 @@ Result<Bytes> Bundle::extract(std::size_t index) const {
   while (const auto dictionary = state.images[chain.back()].dictionary) chain.push_back(*dictionary);
   Bytes previous;
   for (auto link = chain.rbegin(); link != chain.rend(); ++link) {
-    auto raw = decode_image(state, *link, previous);
+    auto raw = decode_verified(state, *link, previous);
     if (!raw) return raw;
-    const ImageInfo& info = state.images[*link];
-    if (const std::uint64_t hash = checksum64(*raw); hash != info.content_hash) {
-      return make_error(Component::Bundle,
-                        "image " + std::to_string(*link) + " (" + info.target.name() + "): content hash " +
-                            hex(info.content_hash) + " does not match the decompressed bytes (" + hex(hash) + ")",
-                        state.name, kHintCorrupt);
-    }
     previous = std::move(*raw);
   }
   return previous;
+}
+
+Result<Bytes> Bundle::extract(std::size_t index, ByteView dictionary) const {
+  const BundleData& state = state_of(state_.get());
+  if (index >= state.images.size()) return out_of_range(state, index);
+  return decode_verified(state, state.images[index].duplicate_of.value_or(index), dictionary);
 }
 
 // ============================================================================================

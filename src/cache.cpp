@@ -14,6 +14,7 @@
 #include <ctime>
 #include <future>
 #include <mutex>
+#include <optional>
 #include <random>
 #include <system_error>
 #include <unordered_map>
@@ -140,7 +141,7 @@ struct DiskCache::State {
   std::string refusal;                              // why the directory was refused
   std::optional<std::uint64_t> approximate_bytes;  // entries' total at the last scan plus our puts since
   unsigned puts_since_scan = 0;
-  std::mt19937_64 temp_name_random{std::random_device{}()};
+  std::optional<std::mt19937_64> temp_name_random;  // seeded on the first write: a start that only reads pays nothing
 
   std::atomic<bool> writes_enabled{true};
   std::atomic<bool> warned{false};
@@ -305,9 +306,10 @@ struct DiskCache::State {
 
   std::string temp_file_name() {
     std::lock_guard lock(mutex);
+    if (!temp_name_random) temp_name_random.emplace(std::random_device{}());
     char name[64];
     std::snprintf(name, sizeof name, "kiln-tmp-%ld-%016llx", static_cast<long>(::getpid()),
-                  static_cast<unsigned long long>(temp_name_random()));
+                  static_cast<unsigned long long>((*temp_name_random)()));
     return name;
   }
 

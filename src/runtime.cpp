@@ -50,33 +50,88 @@ std::string short_name(const std::string& demangled) {
   return std::string(name.substr(start));
 }
 
-struct KernelName {
-  std::string mangled;
-  std::string demangled;  // "void add<float>(float const*, int)"; the mangled name for extern "C"
-  std::string readable;   // "add<float>", or the demangled name where two kernels share that
-};
+// The bundle's kernels in first-seen order and the images that hold each. Lookups by mangled
+// name need nothing more; the readable spellings are made on first need, because demangling every
+// name costs more than loading the one kernel that a start needs.
+class KernelNames {
+ public:
+  struct Spelling {
+    std::string demangled;  // "void add<float>(float const*, int)"; the mangled name for extern "C"
+    std::string readable;   // "add<float>", or the demangled name where two kernels share that
+  };
+  struct Spellings {
+    std::vector<Spelling> by_index;
+    std::unordered_map<std::string, std::size_t> by_demangled;
+    std::unordered_map<std::string, std::vector<std::size_t>> by_short;
+  };
 
-// Every kernel the bundle lists, in first-seen order, with the three spellings lookups accept.
-std::vector<KernelName> kernel_names_of(const Bundle& bundle) {
-  std::vector<KernelName> names;
-  std::unordered_map<std::string, std::size_t> seen;
-  for (const ImageInfo& image : bundle.images()) {
-    for (const std::string& mangled : image.kernels) {
-      if (!seen.emplace(mangled, names.size()).second) continue;
-      KernelName name;
-      name.mangled = mangled;
-      name.demangled = demangle(mangled);
-      name.readable = short_name(name.demangled);
-      names.push_back(std::move(name));
+  explicit KernelNames(const Bundle& bundle) {
+    for (std::size_t image = 0; image < bundle.images().size(); ++image) {
+      const std::vector<std::string>& kernels = bundle.images()[image].kernels;
+      if (kernels.empty()) unlisted_images_.push_back(image);  // may hold any kernel
+      for (const std::string& name : kernels) {
+        auto [found, added] = first_seen_.emplace(name, mangled_.size());
+        if (added) {
+          mangled_.push_back(name);
+          images_.emplace_back();
+        }
+        images_[found->second].push_back(image);
+      }
     }
+    for (std::size_t index = 0; index < mangled_.size(); ++index) by_mangled_.emplace(mangled_[index], index);
+    first_seen_.clear();
   }
-  std::unordered_map<std::string, int> uses;
-  for (const KernelName& name : names) ++uses[name.readable];
-  for (KernelName& name : names) {
-    if (uses[name.readable] > 1) name.readable = name.demangled;  // overloads: the signature tells them apart
+
+  [[nodiscard]] std::size_t size() const noexcept { return mangled_.size(); }
+  [[nodiscard]] const std::string& mangled(std::size_t index) const { return mangled_[index]; }
+  [[nodiscard]] std::optional<std::size_t> find_mangled(std::string_view name) const {
+    auto found = by_mangled_.find(name);
+    if (found == by_mangled_.end()) return std::nullopt;
+    return found->second;
   }
-  return names;
-}
+  // The images that list this kernel, in bundle order, then those that list none.
+  [[nodiscard]] std::vector<std::size_t> candidate_images(std::size_t index) const {
+    std::vector<std::size_t> images = images_[index];
+    images.insert(images.end(), unlisted_images_.begin(), unlisted_images_.end());
+    std::sort(images.begin(), images.end());
+    return images;
+  }
+  [[nodiscard]] const Spellings& spellings() const {
+    std::call_once(spelled_, [this] { spellings_ = spell(); });
+    return spellings_;
+  }
+  [[nodiscard]] const std::string& readable(std::size_t index) const { return spellings().by_index[index].readable; }
+
+ private:
+  Spellings spell() const {
+    Spellings result;
+    result.by_index.reserve(mangled_.size());
+    std::unordered_map<std::string, int> uses;
+    for (const std::string& mangled : mangled_) {
+      Spelling spelling;
+      spelling.demangled = demangle(mangled);
+      spelling.readable = short_name(spelling.demangled);
+      ++uses[spelling.readable];
+      result.by_index.push_back(std::move(spelling));
+    }
+    for (std::size_t index = 0; index < result.by_index.size(); ++index) {
+      Spelling& spelling = result.by_index[index];
+      result.by_demangled.emplace(spelling.demangled, index);
+      result.by_short[spelling.readable].push_back(index);
+      // Overloads: the signature tells them apart.
+      if (uses[spelling.readable] > 1) spelling.readable = spelling.demangled;
+    }
+    return result;
+  }
+
+  std::vector<std::string> mangled_;
+  std::vector<std::vector<std::size_t>> images_;
+  std::vector<std::size_t> unlisted_images_;
+  std::unordered_map<std::string, std::size_t> first_seen_;  // only while constructing
+  std::unordered_map<std::string_view, std::size_t> by_mangled_;
+  mutable std::once_flag spelled_;
+  mutable Spellings spellings_;
+};
 
 // Every CUmodule a Module loaded. Kernels keep this alive rather than the Module's state, so a
 // Kernel handle may outlive its Module without the state owning itself through its kernels.
@@ -139,9 +194,20 @@ struct Kernel::State {
   CUfunction function = nullptr;
   std::optional<std::vector<std::size_t>> parameter_sizes;  // nullopt: the driver cannot tell
   mutable std::atomic<bool> arguments_checked{false};
-  KernelRecord record;
+  std::shared_ptr<const KernelNames> names;
+  std::size_t name_index = 0;
 
   Result<void> check_arguments(const std::size_t* sizes, std::size_t count) const;
+  // The record with its readable name, spelled on first call: a start that never asks pays no demangling.
+  const KernelRecord& named_record() const {
+    std::call_once(named, [this] { record.kernel = names->readable(name_index); });
+    return record;
+  }
+
+  mutable KernelRecord record;  // `kernel` is empty until named_record()
+
+ private:
+  mutable std::once_flag named;
 };
 
 struct Module::State {
@@ -156,20 +222,16 @@ struct Module::State {
   State(std::shared_ptr<Runtime::State> runtime_in, Bundle bundle_in)
       : runtime(std::move(runtime_in)),
         bundle(std::move(bundle_in)),
-        names(kernel_names_of(bundle)),
+        names(std::make_shared<const KernelNames>(bundle)),
         image_data(std::make_unique<SingleFlight<ImageData>[]>(bundle.images().size())),
         devices(runtime->driver->gpus().size()),
-        modules(std::make_shared<LoadedModules>(runtime->driver)) {
-    for (std::size_t index = 0; index < names.size(); ++index) {
-      by_mangled.emplace(names[index].mangled, index);
-      by_demangled.emplace(names[index].demangled, index);
-      by_short[short_name(names[index].demangled)].push_back(index);
-    }
-  }
+        modules(std::make_shared<LoadedModules>(runtime->driver)) {}
 
   [[nodiscard]] Result<int> resolve_device(int device) const;
   [[nodiscard]] Result<std::size_t> resolve_kernel(std::string_view name) const;
   [[nodiscard]] Result<Kernel> kernel(std::size_t index, int device);
+  // The image `index` takes on `device` (an index into the bundle's images) and why.
+  [[nodiscard]] Result<std::pair<std::size_t, Selection>> select(std::size_t index, int device) const;
 
  private:
   Result<Kernel> make_kernel(std::size_t index, int device);
@@ -186,10 +248,7 @@ struct Module::State {
  public:
   std::shared_ptr<Runtime::State> runtime;
   Bundle bundle;
-  std::vector<KernelName> names;
-  std::unordered_map<std::string, std::size_t> by_mangled;
-  std::unordered_map<std::string, std::size_t> by_demangled;
-  std::unordered_map<std::string, std::vector<std::size_t>> by_short;
+  std::shared_ptr<const KernelNames> names;
   std::unique_ptr<SingleFlight<ImageData>[]> image_data;  // by image index
   std::vector<Device> devices;                             // by ordinal
   std::shared_ptr<LoadedModules> modules;
@@ -202,13 +261,13 @@ Result<void> Kernel::State::check_arguments(const std::size_t* sizes, std::size_
   const std::vector<std::size_t>& expected = *parameter_sizes;
   if (count != expected.size()) {
     return make_error(Component::Runtime,
-                      "kernel " + record.kernel + " takes " + std::to_string(expected.size()) + " arguments, " +
+                      "kernel " + named_record().kernel + " takes " + std::to_string(expected.size()) + " arguments, " +
                           std::to_string(count) + " were given");
   }
   if (sizes == nullptr) return {};
   for (std::size_t index = 0; index < count; ++index) {
     if (sizes[index] == expected[index]) continue;
-    return make_error(Component::Runtime, "kernel " + record.kernel + ": argument " + std::to_string(index) + " is " +
+    return make_error(Component::Runtime, "kernel " + named_record().kernel + ": argument " + std::to_string(index) + " is " +
                                               std::to_string(sizes[index]) + " bytes, the kernel takes " +
                                               std::to_string(expected[index]));
   }
@@ -230,7 +289,7 @@ Result<void> Kernel::launch_raw(Dim3 grid, Dim3 block, unsigned shared_bytes, CU
   return state.driver->launch(state.context, state.function, grid, block, shared_bytes, stream, args);
 }
 
-const KernelRecord& Kernel::record() const { return state_->record; }
+const KernelRecord& Kernel::record() const { return state_->named_record(); }
 void* Kernel::native_handle() const noexcept { return state_->function; }
 
 // ---- Module ---------------------------------------------------------------------------------
@@ -256,20 +315,21 @@ Result<int> Module::State::resolve_device(int device) const {
 }
 
 Result<std::size_t> Module::State::resolve_kernel(std::string_view name) const {
+  if (std::optional<std::size_t> index = names->find_mangled(name)) return *index;
+  const KernelNames::Spellings& spellings = names->spellings();
   const std::string key(name);
-  if (auto found = by_mangled.find(key); found != by_mangled.end()) return found->second;
-  if (auto found = by_demangled.find(key); found != by_demangled.end()) return found->second;
-  if (auto found = by_short.find(key); found != by_short.end()) {
+  if (auto found = spellings.by_demangled.find(key); found != spellings.by_demangled.end()) return found->second;
+  if (auto found = spellings.by_short.find(key); found != spellings.by_short.end()) {
     if (found->second.size() == 1) return found->second.front();
     std::string candidates;
-    for (std::size_t index : found->second) candidates += "\n  " + names[index].demangled;
+    for (std::size_t index : found->second) candidates += "\n  " + spellings.by_index[index].demangled;
     Error error = make_error(Component::Runtime, "kernel name " + key + " is ambiguous", bundle.name(),
                              "name one by its full signature");
     error.log = "candidates:" + candidates;
     return error;
   }
   std::string known;
-  for (const KernelName& kernel : names) known += (known.empty() ? "" : ", ") + kernel.readable;
+  for (const KernelNames::Spelling& kernel : spellings.by_index) known += (known.empty() ? "" : ", ") + kernel.readable;
   return make_error(Component::Runtime, "the bundle has no kernel named " + key, bundle.name(),
                     "it has: " + (known.empty() ? std::string("no kernels") : known));
 }
@@ -287,8 +347,18 @@ Result<Kernel> Module::State::kernel(std::size_t index, int device) {
 }
 
 const Result<ImageData>& Module::State::data(std::size_t image) {
+  const ImageInfo& info = bundle.images()[image];
+  if (info.duplicate_of) return data(*info.duplicate_of);
   return image_data[image].get([&]() -> Result<ImageData> {
-    Result<Bytes> bytes = bundle.extract(image);
+    // The dictionary comes from this module's own extracted images, so every image of a chain is
+    // decoded once (open() ruled out cycles, so this recursion ends).
+    ByteView dictionary;
+    if (info.dictionary) {
+      const Result<ImageData>& primer = data(*info.dictionary);
+      if (!primer) return primer.error();
+      dictionary = primer->ptx ? as_bytes(primer->ptx->text()) : ByteView(primer->bytes);
+    }
+    Result<Bytes> bytes = bundle.extract(image, dictionary);
     if (!bytes) return bytes.error();
     ImageData data;
     if (bundle.images()[image].target.kind != ImageKind::Ptx) {
@@ -380,34 +450,37 @@ const Result<LoadedImage>& Module::State::whole_image(int device, std::size_t im
   });
 }
 
+Result<std::pair<std::size_t, Selection>> Module::State::select(std::size_t index, int device) const {
+  const ComputeCapability cc = runtime->driver->gpus()[static_cast<std::size_t>(device)].cc;
+  const std::vector<std::size_t> candidates = names->candidate_images(index);
+  std::vector<ImageTarget> targets;
+  targets.reserve(candidates.size());
+  for (std::size_t image : candidates) targets.push_back(bundle.images()[image].target);
+  Result<Selection> selection = select_image(targets, cc, Arch{cc}.sm_name(),
+                                             SelectOptions{runtime->options.force_jit, runtime->options.disable_jit});
+  if (!selection) return selection.error();
+  const std::size_t image = candidates[selection->image_index];
+  return std::pair{image, std::move(*selection)};
+}
+
 Result<Kernel> Module::State::make_kernel(std::size_t index, int device) {
   const Clock::time_point start = Clock::now();
-  const KernelName& name = names[index];
+  const std::string& mangled = names->mangled(index);
   const GpuInfo& gpu = runtime->driver->gpus()[static_cast<std::size_t>(device)];
   const std::string device_arch = Arch{gpu.cc}.sm_name();
   auto failed = [&](Error error) {
-    const std::string here = where(device) + ", kernel " + name.readable;
+    const std::string here = where(device) + ", kernel " + names->readable(index);
     error.context = error.context.empty() ? here : here + ", " + error.context;
     return error;
   };
 
-  // The images that hold this kernel (an image that lists no kernels may hold any).
-  std::vector<std::size_t> candidates;
-  std::vector<ImageTarget> targets;
-  for (std::size_t image = 0; image < bundle.images().size(); ++image) {
-    const std::vector<std::string>& kernels = bundle.images()[image].kernels;
-    if (kernels.empty() || std::find(kernels.begin(), kernels.end(), name.mangled) != kernels.end()) {
-      candidates.push_back(image);
-      targets.push_back(bundle.images()[image].target);
-    }
-  }
-  Result<Selection> selection = select_image(targets, gpu.cc, device_arch,
-                                             SelectOptions{runtime->options.force_jit, runtime->options.disable_jit});
-  if (!selection) return failed(std::move(selection).error());
-  const std::size_t image = candidates[selection->image_index];
+  Result<std::pair<std::size_t, Selection>> selected = select(index, device);
+  if (!selected) return failed(std::move(selected).error());
+  const std::size_t image = selected->first;
+  const Selection* selection = &selected->second;
   const ImageTarget& target = selection->target;
   if (runtime->logger.enabled(LogLevel::Debug)) {
-    runtime->logger.write(LogLevel::Debug, name.readable + " on GPU " + std::to_string(device) + ": " + selection->reason);
+    runtime->logger.write(LogLevel::Debug, names->readable(index) + " on GPU " + std::to_string(device) + ": " + selection->reason);
   }
 
   CUmodule module = nullptr;
@@ -416,7 +489,7 @@ Result<Kernel> Module::State::make_kernel(std::size_t index, int device) {
   // A warm start: this kernel's cubin is already in the persistent cache.
   std::optional<Bytes> cached;
   if (target.kind == ImageKind::Ptx && runtime->cache) {
-    if (Result<Hash128> key = cache_key(image, name.mangled, ptx_arch)) cached = runtime->cache->get(*key);
+    if (Result<Hash128> key = cache_key(image, mangled, ptx_arch)) cached = runtime->cache->get(*key);
   }
   const Result<ImageData>* loaded = nullptr;
   if (!cached) {
@@ -430,10 +503,10 @@ Result<Kernel> Module::State::make_kernel(std::size_t index, int device) {
     module = *kernel_module;
     path = Path::CacheHit;
   } else if (target.kind == ImageKind::Ptx && (*loaded)->ptx->splittable()) {
-    Result<std::string> piece = (*loaded)->ptx->kernel_ptx(name.mangled);
+    Result<std::string> piece = (*loaded)->ptx->kernel_ptx(mangled);
     if (!piece) return failed(std::move(piece).error());
-    auto jitted = jit(image, as_bytes(*piece), name.mangled, ptx_arch, device,
-                      bundle.name() + " " + target.name() + " " + name.readable);
+    auto jitted = jit(image, as_bytes(*piece), mangled, ptx_arch, device,
+                      bundle.name() + " " + target.name() + " " + names->readable(index));
     if (!jitted) return failed(std::move(jitted).error());
     Result<CUmodule> kernel_module = runtime->driver->load_module(device, jitted->first);
     if (!kernel_module) return failed(std::move(kernel_module).error());
@@ -448,7 +521,7 @@ Result<Kernel> Module::State::make_kernel(std::size_t index, int device) {
   }
 
   auto state = std::make_shared<Kernel::State>();
-  Result<CUfunction> function = runtime->driver->function(module, name.mangled);
+  Result<CUfunction> function = runtime->driver->function(module, mangled);
   if (!function) return failed(std::move(function).error());
   Result<std::optional<std::vector<std::size_t>>> sizes = runtime->driver->parameter_sizes(*function);
   if (!sizes) return failed(std::move(sizes).error());
@@ -459,12 +532,13 @@ Result<Kernel> Module::State::make_kernel(std::size_t index, int device) {
   state->context = *context;
   state->function = *function;
   state->parameter_sizes = std::move(*sizes);
-  state->record = KernelRecord{name.readable, name.mangled, device, device_arch, target.name(), path,
-                               milliseconds_since(start)};
+  state->names = names;
+  state->name_index = index;
+  state->record = KernelRecord{{}, mangled, device, device_arch, target.name(), path, milliseconds_since(start)};
   if (runtime->logger.enabled(LogLevel::Info)) {
     char milliseconds[32];
     std::snprintf(milliseconds, sizeof milliseconds, "%.1f ms", state->record.milliseconds);
-    runtime->logger.write(LogLevel::Info, name.readable + " on GPU " + std::to_string(device) + " (" + device_arch +
+    runtime->logger.write(LogLevel::Info, names->readable(index) + " on GPU " + std::to_string(device) + " (" + device_arch +
                                               "): " + path_name(path) + " from " + target.name() + ", " + milliseconds);
   }
   return Kernel(std::move(state));
@@ -481,10 +555,27 @@ Result<Kernel> Module::kernel(std::string_view name, int device) const {
 Result<void> Module::prepare_all(int device) const {
   Result<int> ordinal = state_->resolve_device(device);
   if (!ordinal) return ordinal.error();
-  const std::size_t count = state_->names.size();
+  const std::size_t count = state_->names->size();
+  // Threads only for work that gains from them: each compile, and each cubin image to decode.
+  // Loading a cubin's kernels is a few microseconds each and the driver serializes module
+  // loads, so a thread per AOT kernel would cost more to start than it saves.
+  std::size_t parallel_work = 0;
+  std::vector<bool> cubin_image_seen(state_->bundle.images().size());
+  for (std::size_t index = 0; index < count; ++index) {
+    Result<std::pair<std::size_t, Selection>> selected = state_->select(index, *ordinal);
+    if (!selected) continue;  // reported by the kernel's own attempt below
+    const auto [image, selection] = std::move(*selected);
+    const bool is_cubin = selection.path == Path::AotExact || selection.path == Path::AotCompatible;
+    if (!is_cubin) {
+      ++parallel_work;
+    } else if (!cubin_image_seen[image]) {
+      cubin_image_seen[image] = true;
+      ++parallel_work;
+    }
+  }
   unsigned threads = state_->runtime->options.jit_threads;
   if (threads == 0) threads = std::max(1u, std::thread::hardware_concurrency());
-  threads = static_cast<unsigned>(std::min<std::size_t>(threads, count));
+  threads = static_cast<unsigned>(std::clamp<std::size_t>(parallel_work, 1, threads));
 
   // Workers take the next kernel until none is left; each kernel's own SingleFlight keeps a
   // kernel that another thread is already preparing from being compiled twice.
@@ -514,7 +605,7 @@ Result<void> Module::prepare_all(int device) const {
 
 std::vector<std::string> Module::kernel_names() const {
   std::vector<std::string> readable;
-  for (const KernelName& name : state_->names) readable.push_back(name.readable);
+  for (const KernelNames::Spelling& name : state_->names->spellings().by_index) readable.push_back(name.readable);
   return readable;
 }
 

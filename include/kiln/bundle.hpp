@@ -71,10 +71,14 @@ class Bundle {
   [[nodiscard]] const std::vector<ImageInfo>& images() const noexcept;
   [[nodiscard]] std::vector<ImageTarget> targets() const;
   [[nodiscard]] std::uint64_t file_size() const noexcept;
-  // checksum64 of the whole file: identifies the bundle (e.g. in cache keys).
-  [[nodiscard]] std::uint64_t file_hash() const noexcept;
 
+  // The image's raw bytes: its dictionary chain is decoded from the root down.
   [[nodiscard]] Result<Bytes> extract(std::size_t index) const;
+  // The same for a caller that keeps the images it extracted, so that a chain is decoded once
+  // rather than once per image: `dictionary` is the raw bytes of the image named by
+  // images()[owner].dictionary, where owner is images()[index].duplicate_of or else index
+  // (empty where it names none). A wrong dictionary fails the content-hash check.
+  [[nodiscard]] Result<Bytes> extract(std::size_t index, ByteView dictionary) const;
 
  private:
   struct State;

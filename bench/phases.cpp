@@ -1,0 +1,172 @@
+// Where cold-start time goes: one fresh process per call, printing the milliseconds since t0
+// after each step, for docs/performance.md's breakdown. t0 is taken as in kiln_bench_coldstart
+// (after cuInit, the primary context and the input upload, with the bundle's bytes in memory).
+//
+//   kiln_bench_phases kiln BUNDLE       Runtime::create, load, kernel(add<float>), launch, sync
+//   kiln_bench_phases kiln-all BUNDLE   Runtime::create + load, then Module::prepare_all
+//   kiln_bench_phases raw BUNDLE        cuModuleLoadData of the cubin holding add<float>,
+//                                       cuModuleGetFunction, launch, sync
+//   kiln_bench_phases raw-all BUNDLE    every sm_90 cubin loaded and every kernel looked up;
+//                                       the time in loads and in lookups summed apart
+//   kiln_bench_phases link-empty        the driver's PTX JIT of an empty kernel, three times:
+//                                       the fixed cost of one JIT compile
+//
+// The environment decides kiln's path (KILN_FORCE_JIT, KILN_CACHE_DIR), as for any application.
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "cuda_api.hpp"
+#include "kiln/bundle.hpp"
+#include "kiln/runtime.hpp"
+#include "support.hpp"
+
+using namespace kiln_bench;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+// What `nvcc -ptx -arch=compute_75` makes of `extern "C" __global__ void empty() {}`.
+constexpr char kEmptyKernelPtx[] = R"(.version 9.0
+.target sm_75
+.address_size 64
+.visible .entry empty()
+{
+	ret;
+}
+)";
+
+class Timeline {
+ public:
+  Timeline() : start_(Clock::now()) {}
+  void mark(const char* step) {
+    char text[96];
+    std::snprintf(text, sizeof text, " %s=%.4f", step,
+                  std::chrono::duration<double, std::milli>(Clock::now() - start_).count());
+    line_ += text;
+  }
+  void note(const std::string& text) { line_ += " " + text; }
+  [[nodiscard]] const std::string& line() const { return line_; }
+
+ private:
+  Clock::time_point start_;
+  std::string line_;
+};
+
+struct Cubin {
+  kiln::Bytes bytes;
+  std::vector<std::string> kernels;
+};
+
+}  // namespace
+
+int main(int argc, char** argv) try {
+  if (argc < 2) {
+    std::fprintf(stderr, "usage: kiln_bench_phases kiln|kiln-all|raw|raw-all BUNDLE | link-empty\n");
+    return 2;
+  }
+  const std::string mode = argv[1];
+  const CudaApi api = load_cuda_api();
+  make_primary_context_current(api, 0);
+  const DeviceDescription device = describe_device(api, 0);
+  const kiln::Bytes bundle_bytes = argc > 2 ? read_file(argv[2]) : kiln::Bytes{};
+  ElementwiseProblem<float> problem(api, kAddFloat.op, 1 << 20);
+
+  // The raw modes' cubins for this device, extracted before t0 as the cold-start benchmark does.
+  std::vector<Cubin> cubins;
+  std::size_t first = 0;
+  if (mode == "raw" || mode == "raw-all") {
+    const kiln::Bundle bundle = unwrap(kiln::Bundle::open(bundle_bytes, "bundle"), "opening the bundle");
+    const kiln::ImageTarget wanted{kiln::ImageKind::Cubin, kiln::Arch{{device.major, device.minor}}};
+    for (std::size_t index = 0; index < bundle.images().size(); ++index) {
+      if (!(bundle.images()[index].target == wanted)) continue;
+      for (const std::string& kernel : bundle.images()[index].kernels) {
+        if (kernel == kAddFloat.mangled) first = cubins.size();
+      }
+      cubins.push_back({unwrap(bundle.extract(index), "extracting a cubin"), bundle.images()[index].kernels});
+    }
+    if (cubins.empty()) throw std::runtime_error("the bundle has no cubin for this GPU's own architecture");
+  }
+
+  Timeline timeline;
+  bool launched = false;
+  if (mode == "kiln" || mode == "kiln-all") {
+    const kiln::Runtime runtime = unwrap(kiln::Runtime::create(), "kiln::Runtime::create");
+    timeline.mark("create");
+    const kiln::Module module = unwrap(runtime.load(bundle_bytes, "bundle"), "kiln::Runtime::load");
+    timeline.mark("load");
+    if (mode == "kiln") {
+      const kiln::Kernel kernel = unwrap(module.kernel(kAddFloat.mangled), "kiln::Module::kernel");
+      timeline.mark("kernel");
+      unwrap(problem.launch(kernel, nullptr), "kiln::Kernel::launch");
+      timeline.mark("launch");
+      api.check(api.cuCtxSynchronize_fn(), "cuCtxSynchronize");
+      timeline.mark("sync");
+      timeline.note(std::string("path=") + kiln::path_name(kernel.record().path));
+      launched = true;
+    } else {
+      unwrap(module.prepare_all(), "kiln::Module::prepare_all");
+      timeline.mark("all");
+      timeline.note(std::string("path=") + kiln::path_name(module.records().front().path));
+    }
+  } else if (mode == "raw") {
+    CUmodule module = nullptr;
+    api.check(api.cuModuleLoadData_fn(&module, cubins[first].bytes.data()), "cuModuleLoadData");
+    timeline.mark("load");
+    CUfunction function = nullptr;
+    api.check(api.cuModuleGetFunction_fn(&function, module, kAddFloat.mangled), "cuModuleGetFunction");
+    timeline.mark("function");
+    problem.launch_raw(function, nullptr);
+    timeline.mark("launch");
+    api.check(api.cuCtxSynchronize_fn(), "cuCtxSynchronize");
+    timeline.mark("sync");
+    launched = true;
+  } else if (mode == "raw-all") {
+    std::chrono::duration<double, std::milli> loads{}, lookups{};
+    for (const Cubin& cubin : cubins) {
+      const Clock::time_point before_load = Clock::now();
+      CUmodule module = nullptr;
+      api.check(api.cuModuleLoadData_fn(&module, cubin.bytes.data()), "cuModuleLoadData");
+      const Clock::time_point before_lookups = Clock::now();
+      for (const std::string& kernel : cubin.kernels) {
+        CUfunction function = nullptr;
+        api.check(api.cuModuleGetFunction_fn(&function, module, kernel.c_str()), "cuModuleGetFunction");
+      }
+      loads += before_lookups - before_load;
+      lookups += Clock::now() - before_lookups;
+    }
+    timeline.mark("all");
+    timeline.note("in-loads=" + std::to_string(loads.count()) + " in-lookups=" + std::to_string(lookups.count()));
+  } else if (mode == "link-empty") {
+    for (int round = 0; round < 3; ++round) {
+      CUlinkState state = nullptr;
+      CUjit_option options[] = {CU_JIT_TARGET};
+      void* values[] = {reinterpret_cast<void*>(static_cast<std::uintptr_t>(device.major * 10 + device.minor))};
+      api.check(api.cuLinkCreate_fn(1, options, values, &state), "cuLinkCreate");
+      timeline.mark("create");
+      api.check(api.cuLinkAddData_fn(state, CU_JIT_INPUT_PTX, const_cast<char*>(kEmptyKernelPtx), sizeof kEmptyKernelPtx,
+                                     "empty", 0, nullptr, nullptr),
+                "cuLinkAddData");
+      timeline.mark("add-ptx");
+      void* image = nullptr;
+      std::size_t size = 0;
+      api.check(api.cuLinkComplete_fn(state, &image, &size), "cuLinkComplete");
+      timeline.mark("complete");
+      api.cuLinkDestroy_fn(state);
+    }
+  } else {
+    std::fprintf(stderr, "kiln_bench_phases: unknown mode %s\n", mode.c_str());
+    return 2;
+  }
+  if (launched) problem.verify(mode);
+  std::printf("%s%s\n", mode.c_str(), timeline.line().c_str());
+  return 0;
+} catch (const NoGpu& error) {
+  std::printf("no GPU: %s\n", error.what());
+  return kExitNoGpu;
+} catch (const std::exception& error) {
+  std::fprintf(stderr, "kiln_bench_phases: %s\n", error.what());
+  return 1;
+}
