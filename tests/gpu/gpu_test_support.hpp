@@ -66,6 +66,9 @@ class DeviceBuffer {
 
   void upload(const std::vector<T>& values) {
     check(CudaApi::get()->copy_to_device(pointer_, values.data(), bytes()), "cuMemcpyHtoD");
+    // A copy from pageable memory may return before its DMA lands, and it is ordered only on the
+    // legacy stream: finish it before a kernel on a non-blocking stream reads the buffer.
+    check(CudaApi::get()->stream_synchronize(nullptr), "cuStreamSynchronize(legacy stream)");
   }
   // Synchronous: waits for work on the legacy default stream; streams of other work must be
   // synchronized first.
