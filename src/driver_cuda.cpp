@@ -278,9 +278,19 @@ class CudaDriver final : public Driver {
 
   Result<void> launch(CUcontext context, CUfunction function, Dim3 grid, Dim3 block, unsigned shared_bytes,
                       CUstream stream, void** args) override {
-    if (Result<void> current = set_current(context); !current) return current;
-    CUresult result = api_.cuLaunchKernel(function, grid.x, grid.y, grid.z, block.x, block.y, block.z, shared_bytes,
-                                          stream, args, nullptr);
+    auto launch_once = [&] {
+      return api_.cuLaunchKernel(function, grid.x, grid.y, grid.z, block.x, block.y, block.z, shared_bytes, stream,
+                                 args, nullptr);
+    };
+    // The launch is tried first and the kernel's context made current only when the driver
+    // refuses it for want of the right context: checking the current context before every
+    // launch would add a driver call to each one.
+    CUresult result = launch_once();
+    if (result == CUDA_ERROR_INVALID_CONTEXT || result == CUDA_ERROR_CONTEXT_IS_DESTROYED ||
+        result == CUDA_ERROR_INVALID_HANDLE) {
+      if (Result<void> current = set_current(context); !current) return current;
+      result = launch_once();
+    }
     if (result != CUDA_SUCCESS) return driver_error(api_, result, "cuLaunchKernel");
     return {};
   }

@@ -34,7 +34,6 @@ RuntimeOptions RuntimeOptions::from_environment() {
   options.force_jit = switch_from_environment("KILN_FORCE_JIT");
   options.disable_jit = switch_from_environment("KILN_DISABLE_JIT");
   options.cache_disabled = switch_from_environment("KILN_CACHE_DISABLE");
-  options.cache_dir = DiskCache::default_directory();
   options.cache_policy = DiskCache::policy_from_environment(warn_environment);
   if (const char* level = std::getenv("KILN_LOG"); level != nullptr) {
     if (std::optional<LogLevel> parsed = parse_log_level(level)) {

@@ -69,8 +69,9 @@ class Driver {
   [[nodiscard]] virtual Result<Bytes> link_ptx(int device, std::string_view ptx, Arch target,
                                                std::string_view label) = 0;
 
-  // Makes `context` current where it is not (cuCtxSetCurrent), then cuLaunchKernel. A null
-  // stream is the legacy default stream, as with cuLaunchKernel.
+  // cuLaunchKernel; where the driver refuses it for want of the right context, makes `context`
+  // current (cuCtxSetCurrent) and launches again. A null stream is the legacy default stream, as
+  // with cuLaunchKernel.
   virtual Result<void> launch(CUcontext context, CUfunction function, Dim3 grid, Dim3 block, unsigned shared_bytes,
                               CUstream stream, void** args) = 0;
 };

@@ -21,8 +21,6 @@ struct CudaApi {
   CUresult (*stream_create)(CUstream*, unsigned) = nullptr;
   CUresult (*stream_destroy)(CUstream) = nullptr;
   CUresult (*stream_synchronize)(CUstream) = nullptr;
-  CUresult (*launch_kernel)(CUfunction, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, CUstream,
-                            void**, void**) = nullptr;
 
   // nullptr where the driver is not installed.
   static const CudaApi* get() {
@@ -41,7 +39,6 @@ struct CudaApi {
       bind(loaded->stream_create, "cuStreamCreate");
       bind(loaded->stream_destroy, "cuStreamDestroy_v2");
       bind(loaded->stream_synchronize, "cuStreamSynchronize");
-      bind(loaded->launch_kernel, "cuLaunchKernel");
       return loaded;
     }();
     return api;

@@ -10,7 +10,6 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -18,6 +17,7 @@
 #include <functional>
 #include <map>
 #include <random>
+#include <optional>
 #include <thread>
 
 #include "gpu_test_support.hpp"
@@ -420,41 +420,29 @@ TEST_F(GpuRuntime, PrewarmMakesEveryKernelReadyOnEveryGpu) {
   EXPECT_EQ(records->size(), runtime.gpus().size() * (kernel_checks().size() + 1));  // + noop
 }
 
-// kiln's launch path against a bare cuLaunchKernel of the same function, in batches.
-TEST_F(GpuRuntime, LaunchOverheadIsSmall) {
-  RuntimeOptions options = this->options();
-  options.cache_disabled = true;
-  Runtime runtime = make_runtime(options);
+// A thread that never made a context current launches through kiln: the launch makes the
+// kernel's own context current when the driver asks for one, and the kernel computes right.
+TEST_F(GpuRuntime, ALaunchFromAThreadWithoutAContextRuns) {
+  Runtime runtime = make_runtime(options());
   Module module = load(runtime, bundle_for(aot_recipe(gpu_.cc)));
-  Result<Kernel> noop = module.kernel("noop", 0);
-  ASSERT_TRUE(noop.ok()) << noop.error().describe();
+  Result<Kernel> kernel = module.kernel("saxpy", 0);
+  ASSERT_TRUE(kernel.ok()) << kernel.error().describe();
   ASSERT_TRUE(runtime.driver()->make_current(0).ok());
+  const int n = 4'099;
+  const float a = -1.5f;
+  const std::vector<float> x = random_floats(n, 4);
+  const std::vector<float> y = random_floats(n, 5);
+  DeviceBuffer<float> device_x(x);
+  DeviceBuffer<float> device_y(y);
   Stream stream;
-  const auto* api = kiln_gpu_test::CudaApi::get();
-  const auto function = static_cast<CUfunction>(noop->native_handle());
-  ASSERT_TRUE(noop->launch({1}, {1}, 0, stream.get()).ok());  // the first launch checks arguments
+  std::optional<Result<void>> launched;
+  std::thread([&] {
+    launched = kernel->launch({blocks_for(n, 256)}, {256}, 0, stream.get(), a, device_x.get(), device_y.get(), n);
+  }).join();
+  ASSERT_TRUE(launched && launched->ok()) << (launched ? launched->error().describe() : "no launch");
   stream.synchronize();
-
-  using Clock = std::chrono::steady_clock;
-  constexpr int kRounds = 50;
-  constexpr int kBatch = 200;
-  Clock::duration kiln_time{};
-  Clock::duration bare_time{};
-  for (int round = 0; round < kRounds; ++round) {
-    Clock::time_point start = Clock::now();
-    for (int i = 0; i < kBatch; ++i) (void)noop->launch({1}, {1}, 0, stream.get());
-    kiln_time += Clock::now() - start;
-    stream.synchronize();
-    start = Clock::now();
-    for (int i = 0; i < kBatch; ++i) api->launch_kernel(function, 1, 1, 1, 1, 1, 1, 0, stream.get(), nullptr, nullptr);
-    bare_time += Clock::now() - start;
-    stream.synchronize();
-  }
-  const double kiln_ns = std::chrono::duration<double, std::nano>(kiln_time).count() / (kRounds * kBatch);
-  const double bare_ns = std::chrono::duration<double, std::nano>(bare_time).count() / (kRounds * kBatch);
-  std::printf("  launch: kiln %.0f ns, bare cuLaunchKernel %.0f ns, overhead %.0f ns (target: under 100 ns)\n", kiln_ns,
-              bare_ns, kiln_ns - bare_ns);
-  EXPECT_LT(kiln_ns - bare_ns, 500.0);  // generous, so a noisy machine does not fail it
+  const std::vector<float> result = device_y.download();
+  for (int i = 0; i < n; ++i) ASSERT_NEAR(result[i], a * x[i] + y[i], 1e-5f) << "saxpy[" << i << "]";
 }
 
 // The child half of ASecondProcessHitsTheCache: every kernel must come from the cache and compute right.
