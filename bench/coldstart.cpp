@@ -48,7 +48,7 @@ using Clock = std::chrono::steady_clock;
 // and load costs, not the arithmetic, decide the time.
 constexpr long long kAddElements = 1 << 20;
 
-enum class Variant { RawCubin, DriverPtxJit, DriverPtxWarm, KilnAot, KilnJitCold, KilnJitWarm };
+enum class Variant { RawCubin, DriverPtxJit, DriverPtxWarm, KilnAot, KilnAotSplit, KilnJitCold, KilnJitWarm };
 enum class Measure { FirstKernel, AllKernels };
 
 struct VariantInfo {
@@ -61,6 +61,7 @@ constexpr VariantInfo kVariants[] = {
     {Variant::DriverPtxJit, "driver-ptx-jit", "driver PTX JIT, CUDA_CACHE_DISABLE=1"},
     {Variant::DriverPtxWarm, "driver-ptx-warm", "driver PTX JIT, warm driver cache"},
     {Variant::KilnAot, "kiln-aot", "kiln AOT"},
+    {Variant::KilnAotSplit, "kiln-aot-split", "kiln AOT, bundle built with --split-kernels"},
     {Variant::KilnJitCold, "kiln-jit-cold", "kiln JIT, empty cache"},
     {Variant::KilnJitWarm, "kiln-jit-warm", "kiln JIT, warm cache"},
 };
@@ -75,7 +76,8 @@ const VariantInfo& info(Variant variant) {
 const char* measure_id(Measure measure) { return measure == Measure::FirstKernel ? "first" : "all"; }
 
 bool is_kiln(Variant variant) {
-  return variant == Variant::KilnAot || variant == Variant::KilnJitCold || variant == Variant::KilnJitWarm;
+  return variant == Variant::KilnAot || variant == Variant::KilnAotSplit || variant == Variant::KilnJitCold ||
+         variant == Variant::KilnJitWarm;
 }
 
 std::string fixed(double value, int decimals) {
@@ -332,6 +334,10 @@ struct Target {
 const std::vector<Target> kTargets = {
     {"kiln AOT, first kernel <= 1.1x raw cubin load", Variant::KilnAot, Measure::FirstKernel, Variant::RawCubin, 1.1},
     {"kiln AOT, all kernels <= 1.1x raw cubin load", Variant::KilnAot, Measure::AllKernels, Variant::RawCubin, 1.1},
+    {"kiln AOT (--split-kernels), first kernel <= 1.1x raw cubin load", Variant::KilnAotSplit, Measure::FirstKernel,
+     Variant::RawCubin, 1.1},
+    {"kiln AOT (--split-kernels), all kernels <= 1.1x raw cubin load", Variant::KilnAotSplit, Measure::AllKernels,
+     Variant::RawCubin, 1.1},
     {"kiln warm cache, first kernel <= 1.2x raw cubin load", Variant::KilnJitWarm, Measure::FirstKernel,
      Variant::RawCubin, 1.2},
     {"kiln warm cache, all kernels <= 1.2x raw cubin load", Variant::KilnJitWarm, Measure::AllKernels,
@@ -344,6 +350,7 @@ const std::vector<Target> kTargets = {
 
 struct Options {
   fs::path bundle;
+  fs::path split_bundle;  // the same library built with --split-kernels
   int runs = 7;
   std::optional<fs::path> out;
 };
@@ -379,6 +386,7 @@ int run_parent(const Options& options) {
   const ScratchDirectory scratch("kiln-coldstart");
   const std::string self = fs::read_symlink("/proc/self/exe").string();
   const std::string bundle_path = fs::absolute(options.bundle).string();
+  const std::string split_bundle_path = fs::absolute(options.split_bundle).string();
   const std::vector<std::string> base_environment = neutral_environment();
   std::map<std::pair<Variant, Measure>, Series> results;
 
@@ -389,8 +397,9 @@ int run_parent(const Options& options) {
       for (const VariantInfo& variant : kVariants) {
         const std::string tag = std::string(variant.id) + "-" + measure_id(measure);
         std::vector<std::string> environment = base_environment;
-        std::vector<std::string> arguments = {self,       "--child",  variant.id, measure_id(measure),
-                                              "--bundle", bundle_path};
+        std::vector<std::string> arguments = {
+            self,     "--child", variant.id, measure_id(measure),
+            "--bundle", variant.variant == Variant::KilnAotSplit ? split_bundle_path : bundle_path};
         const fs::path cache = scratch.path() / (variant.variant == Variant::KilnJitCold
                                                      ? tag + "-" + std::to_string(round)  // empty every run
                                                      : tag);
@@ -402,13 +411,14 @@ int run_parent(const Options& options) {
             environment.push_back("CUDA_CACHE_MAXSIZE=4294967296");  // the driver's maximum: nothing evicted
             break;
           case Variant::KilnAot:
+          case Variant::KilnAotSplit:
           case Variant::KilnJitCold:
           case Variant::KilnJitWarm: {
             // The driver's cache off: kiln's own cache is what the kiln variants measure.
             environment.push_back("CUDA_CACHE_DISABLE=1");
             environment.push_back("KILN_CACHE_DIR=" + cache.string());
             kiln::Path expected = kiln::Path::AotExact;
-            if (variant.variant != Variant::KilnAot) {
+            if (variant.variant == Variant::KilnJitCold || variant.variant == Variant::KilnJitWarm) {
               environment.push_back("KILN_FORCE_JIT=1");
               const bool warm = variant.variant == Variant::KilnJitWarm && round > 0;
               expected = warm ? kiln::Path::CacheHit : kiln::Path::JitPtx;
@@ -503,8 +513,9 @@ int run_parent(const Options& options) {
 }
 
 constexpr const char* kUsage =
-    "usage: kiln_bench_coldstart --bundle OPS.kiln [--runs N] [--out DIR]\n"
+    "usage: kiln_bench_coldstart --bundle OPS.kiln --split-bundle OPS-SPLIT.kiln [--runs N] [--out DIR]\n"
     "  OPS.kiln: kiln build examples/ops/kernels/*.cu -o ops.kiln --devices h100 --ptx compute_80\n"
+    "  OPS-SPLIT.kiln: the same with --split-kernels\n"
     "  --runs N  fresh processes per variant and measure (default 7)\n"
     "  --out DIR also write DIR/coldstart.json and DIR/coldstart.md\n";
 
@@ -542,6 +553,8 @@ int main_checked(int argc, char** argv) {
       return 0;
     } else if (argument == "--bundle" && has_value) {
       options.bundle = arguments[++i];
+    } else if (argument == "--split-bundle" && has_value) {
+      options.split_bundle = arguments[++i];
     } else if (argument == "--runs" && has_value) {
       options.runs = std::atoi(std::string(arguments[++i]).c_str());
       if (options.runs < 1) return usage_error("--runs takes a positive number");
@@ -561,6 +574,7 @@ int main_checked(int argc, char** argv) {
   }
   if (options.bundle.empty()) return usage_error("--bundle is required");
   if (child_variant) return run_child(*child_variant, *child_measure, options.bundle, expected_path);
+  if (options.split_bundle.empty()) return usage_error("--split-bundle is required");
   return run_parent(options);
 }
 

@@ -22,8 +22,9 @@ runs=${RUNS:-7}
 mkdir -p "$out" || exit 1
 
 bundle="$build/bench/ops-h100.kiln"
+split_bundle="$build/bench/ops-h100-split.kiln"
 for file in "$build/bin/kiln_bench_coldstart" "$build/bin/kiln_bench_launch" "$build/bin/kiln_bench_phases" \
-  "$build/bin/kiln_load_test" "$bundle"; do
+  "$build/bin/kiln_load_test" "$bundle" "$split_bundle"; do
   [ -e "$file" ] || { echo "run-gpu: $file is missing: build BUILD_DIR with -DKILN_BUILD_BENCH=ON first" >&2; exit 1; }
 done
 
@@ -55,7 +56,8 @@ stage() {
   fi
 }
 
-stage coldstart "$build/bin/kiln_bench_coldstart" --bundle "$bundle" --runs "$runs" --out "$out"
+stage coldstart "$build/bin/kiln_bench_coldstart" --bundle "$bundle" --split-bundle "$split_bundle" --runs "$runs" \
+  --out "$out"
 # The step-by-step breakdown of the cold start (kiln_bench_phases), RUNS fresh processes per mode.
 # The kiln modes run as in kiln_bench_coldstart: only kiln's own cache can help them.
 phases() (
@@ -67,6 +69,9 @@ phases() (
     for mode in kiln kiln-all; do
       KILN_CACHE_DIR=$(mktemp -d) "$build/bin/kiln_bench_phases" $mode "$bundle" | sed 's/^/aot-/' || return 1
       KILN_FORCE_JIT=1 KILN_CACHE_DIR="$warm_cache" "$build/bin/kiln_bench_phases" $mode "$bundle" | sed 's/^/warm-/' || return 1
+    done
+    for mode in kiln kiln-all; do
+      KILN_CACHE_DIR=$(mktemp -d) "$build/bin/kiln_bench_phases" $mode "$split_bundle" | sed 's/^/aot-split-/' || return 1
     done
     KILN_FORCE_JIT=1 KILN_CACHE_DIR=$(mktemp -d) "$build/bin/kiln_bench_phases" kiln "$bundle" | sed 's/^/cold-/' || return 1
     "$build/bin/kiln_bench_phases" link-empty || return 1

@@ -6,7 +6,7 @@
 #                    [NAME <c identifier>]          default: <target>, made a C identifier
 #                    [DEVICES <list>]               default: ${KILN_AOT_DEVLIST}
 #                    [PTX <compute_XY|newest|none>] default: ${KILN_AOT_PTX}, else the oldest listed
-#                    [EMBED_SOURCE]
+#                    [EMBED_SOURCE] [SPLIT_KERNELS]
 #                    [INCLUDE_DIRECTORIES <dir>...] [DEFINES <NAME[=VALUE]>...])
 #
 # Builds <binary dir>/kiln/<NAME>.kiln with `kiln build` (a depfile lists every file read, so
@@ -119,9 +119,9 @@ function(_kiln_rejoin_genex out)
 endfunction()
 
 function(kiln_add_kernels target)
-  cmake_parse_arguments(PARSE_ARGV 1 arg "EMBED_SOURCE" "NAME;PTX"
+  cmake_parse_arguments(PARSE_ARGV 1 arg "EMBED_SOURCE;SPLIT_KERNELS" "NAME;PTX"
                         "SOURCES;DEVICES;INCLUDE_DIRECTORIES;DEFINES")
-  set(usage "kiln_add_kernels(<target> SOURCES a.cu... [NAME name] [DEVICES list] [PTX arch] [EMBED_SOURCE] [INCLUDE_DIRECTORIES dir...] [DEFINES def...])")
+  set(usage "kiln_add_kernels(<target> SOURCES a.cu... [NAME name] [DEVICES list] [PTX arch] [EMBED_SOURCE] [SPLIT_KERNELS] [INCLUDE_DIRECTORIES dir...] [DEFINES def...])")
   if(arg_UNPARSED_ARGUMENTS)
     message(FATAL_ERROR "kiln_add_kernels(${target}): unknown arguments: ${arg_UNPARSED_ARGUMENTS}\n  ${usage}")
   endif()
@@ -268,6 +268,9 @@ function(kiln_add_kernels target)
   endif()
   if(arg_EMBED_SOURCE)
     list(APPEND command --embed-source)
+  endif()
+  if(arg_SPLIT_KERNELS)
+    list(APPEND command --split-kernels)
   endif()
   list(APPEND command ${flags} --depfile "${depfile}")
 

@@ -16,6 +16,7 @@
 #include <memory>
 #include <set>
 #include <thread>
+#include <tuple>
 #include <unordered_map>
 
 #include "kiln/bundle_format.hpp"
@@ -868,7 +869,8 @@ struct StoredImage {
 // shortest chain (images split per kernel share boilerplate, not code: a star around the first
 // decodes faster than a chain), then the latest. Cubins of neighbouring architectures share most
 // of their bytes; a PTX or a source shares little with a cubin, so kinds never mix.
-std::vector<std::uint32_t> plan_dictionaries(const std::vector<Image>& images, const std::vector<std::uint32_t>& duplicate_of) {
+std::vector<std::uint32_t> plan_dictionaries(const std::vector<Image>& images, const std::vector<std::uint32_t>& duplicate_of,
+                                             unsigned max_depth) {
   std::vector<std::uint32_t> dictionary(images.size(), f::kNoImage);
   std::vector<std::uint32_t> depth(images.size(), 0);
   auto distance = [](const Arch& from, const Arch& to) {
@@ -877,13 +879,30 @@ std::vector<std::uint32_t> plan_dictionaries(const std::vector<Image>& images, c
     // Lower architectures first: a newer cubin is usually a superset of an older one's features.
     return b <= a ? 2 * (a - b) : 2 * (b - a) + 1;
   };
+  // The same code compiled for a sibling architecture shares the most bytes, so the kernels an
+  // image holds weigh before the architecture: in a bundle of several sources, layernorm's sm_80
+  // cubin is primed by layernorm's sm_75 rather than by elementwise's sm_80.
+  std::vector<std::vector<std::string>> kernel_sets(images.size());
+  for (std::size_t i = 0; i < images.size(); ++i) {
+    kernel_sets[i] = images[i].kernels;
+    std::sort(kernel_sets[i].begin(), kernel_sets[i].end());
+  }
+  auto kernels_apart = [&](std::size_t a, std::size_t b) {
+    if (kernel_sets[a] == kernel_sets[b]) return 0;
+    for (const std::string& kernel : kernel_sets[a]) {
+      if (std::binary_search(kernel_sets[b].begin(), kernel_sets[b].end(), kernel)) return 1;
+    }
+    return 2;
+  };
   for (std::size_t i = 0; i < images.size(); ++i) {
     if (duplicate_of[i] != f::kNoImage) continue;
     std::optional<std::size_t> best;
     for (std::size_t j = 0; j < i; ++j) {
       if (duplicate_of[j] != f::kNoImage || images[j].target.kind != images[i].target.kind) continue;
-      if (depth[j] >= f::kMaxDictionaryDepth) continue;
-      auto rank = [&](std::size_t k) { return std::pair(distance(images[i].target.arch, images[k].target.arch), depth[k]); };
+      if (depth[j] >= max_depth) continue;
+      auto rank = [&](std::size_t k) {
+        return std::tuple(kernels_apart(i, k), distance(images[i].target.arch, images[k].target.arch), depth[k]);
+      };
       if (!best || rank(j) <= rank(*best)) best = j;
     }
     if (best) {
@@ -975,7 +994,7 @@ Result<Bytes> write_bundle(const std::vector<Image>& images, const BundleMetadat
   }
 
   const std::vector<std::uint32_t> dictionary =
-      options.dictionaries && options.codec == Codec::Zstd ? plan_dictionaries(images, duplicate_of)
+      options.dictionaries && options.codec == Codec::Zstd ? plan_dictionaries(images, duplicate_of, std::min<unsigned>(options.max_dictionary_depth, f::kMaxDictionaryDepth))
                                                            : std::vector<std::uint32_t>(images.size(), f::kNoImage);
   auto stored = compress_images(images, duplicate_of, dictionary, options);
   if (!stored) return stored.error();

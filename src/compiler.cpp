@@ -11,6 +11,7 @@
 #include "compiler_cache.hpp"
 #include "elf.hpp"
 #include "nvrtc.hpp"
+#include "ptx_split.hpp"
 #include "source_image.hpp"
 
 namespace kiln {
@@ -122,9 +123,14 @@ Result<std::vector<std::string>> cubin_kernels(ByteView cubin, Arch arch, const 
   return std::move(info->kernels);
 }
 
+JobResult run_split_job(const Job& job, const PreparedSource& source, const nvrtc::Toolchain& toolchain,
+                        const std::optional<CompileCache>& cache,
+                        const std::function<void(const std::string&, bool)>& report);
+
 JobResult run_job(const Job& job, const PreparedSource& source, const nvrtc::Toolchain& toolchain,
-                  const std::optional<CompileCache>& cache,
+                  const std::optional<CompileCache>& cache, bool split_kernels,
                   const std::function<void(const std::string&, bool)>& report) {
+  if (split_kernels && job.cubin) return run_split_job(job, source, toolchain, cache, report);
   JobResult result;
   const std::string cubin_label = label(source, job.arch.sm_name());
   const std::string ptx_label = label(source, job.arch.compute_name());
@@ -182,6 +188,83 @@ JobResult run_job(const Job& job, const PreparedSource& source, const nvrtc::Too
   return result;
 }
 
+// A cubin per kernel (CompileOptions::split_kernels): the source's PTX for the architecture, cut
+// per kernel as the runtime's JIT cuts it, each piece compiled alone by nvJitLink. A runtime then
+// decodes and loads only the kernels it uses. PTX that must stay whole (kernels sharing a
+// mutable module-scope variable) gets the one cubin of an unsplit job.
+JobResult run_split_job(const Job& job, const PreparedSource& source, const nvrtc::Toolchain& toolchain,
+                        const std::optional<CompileCache>& cache,
+                        const std::function<void(const std::string&, bool)>& report) {
+  JobResult result;
+  const std::string context = error_context(source, job.arch.sm_name());
+  Job ptx_job = job;
+  ptx_job.cubin = false;
+  ptx_job.ptx = true;
+  const Hash128 ptx_key = output_key(toolchain, source, ptx_job, ImageKind::Ptx);
+  std::optional<Bytes> ptx = cache ? cache->load(ptx_key, "ptx") : std::nullopt;
+  bool all_cached = ptx.has_value();
+  auto store = [&](const Hash128& key, std::string_view kind, ByteView bytes) {
+    if (!cache) return;
+    if (auto stored = cache->store(key, kind, bytes); !stored) result.cache_warnings.push_back(stored.error().describe());
+  };
+  if (!ptx) {
+    auto compiled = nvrtc::compile_unit(toolchain, source.unit, job.arch, false, true, context);
+    if (!compiled) {
+      result.error = compiled.error();
+      return result;
+    }
+    result.warnings = std::move(compiled->warnings);
+    ptx = Bytes(compiled->ptx.begin(), compiled->ptx.end());
+    store(ptx_key, "ptx", *ptx);
+  }
+  Result<PtxModule> module = PtxModule::parse(std::string(as_text(*ptx)));
+  if (!module || !module->splittable()) {
+    Job whole = job;
+    whole.ptx = false;
+    JobResult whole_result = run_job(whole, source, toolchain, cache, false, report);
+    if (whole_result.error) return whole_result;
+    result.images = std::move(whole_result.images);
+    for (std::string& warning : whole_result.cache_warnings) result.cache_warnings.push_back(std::move(warning));
+  } else {
+    for (const std::string& kernel : module->entries()) {
+      const Hash128 key = KeyBuilder()
+                              .add("kiln-split-kernel", kCompilePipelineVersion)
+                              .add("ptx", ptx_key.hex())
+                              .add("kernel", kernel)
+                              .add("target", job.arch.sm_name())
+                              .add("line-info", source.unit.line_info ? "1" : "0")
+                              .finish();
+      std::optional<Bytes> cubin = cache ? cache->load(key, "cubin") : std::nullopt;
+      if (!cubin) {
+        all_cached = false;
+        Result<std::string> piece = module->kernel_ptx(kernel);
+        Result<Bytes> compiled = piece ? nvrtc::compile_ptx(toolchain, *piece, job.arch, source.unit.line_info, kernel,
+                                                            context + ", kernel " + kernel)
+                                       : Result<Bytes>(piece.error());
+        if (!compiled) {
+          result.error = compiled.error();
+          return result;
+        }
+        store(key, "cubin", *compiled);
+        cubin = std::move(*compiled);
+      }
+      auto kernels = cubin_kernels(*cubin, job.arch, context + ", kernel " + kernel);
+      if (!kernels) {
+        result.error = kernels.error();
+        return result;
+      }
+      result.images.push_back({{ImageKind::Cubin, job.arch}, std::move(*kernels), std::move(*cubin)});
+    }
+    report(label(source, job.arch.sm_name()), all_cached);
+  }
+  if (job.ptx) {
+    std::vector<std::string> kernels = elf::ptx_entry_names(as_text(*ptx));
+    result.images.push_back({{ImageKind::Ptx, job.arch}, std::move(kernels), std::move(*ptx)});
+    report(label(source, job.arch.compute_name()), all_cached);
+  }
+  return result;
+}
+
 Result<void> check_architectures(const CompileOptions& options, const nvrtc::Toolchain& toolchain) {
   const auto& supported = toolchain.nvrtc.supported;
   std::string supported_names;
@@ -224,6 +307,10 @@ Result<CompileOutput> compile(const std::vector<std::filesystem::path>& sources,
   if (!loaded) return loaded.error();
   const nvrtc::Toolchain& toolchain = **loaded;
   if (auto checked = check_architectures(options, toolchain); !checked) return checked.error();
+  if (options.split_kernels && !toolchain.has_linker) {
+    return make_error(Component::NvJitLink, "--split-kernels needs nvJitLink to compile each kernel, and it was not found",
+                      {}, "install the CUDA toolkit's nvJitLink, or build without --split-kernels");
+  }
 
   std::vector<PreparedSource> prepared;
   for (const auto& path : sources) {
@@ -271,7 +358,8 @@ Result<CompileOutput> compile(const std::vector<std::filesystem::path>& sources,
   std::atomic<bool> failed{false};
   auto worker = [&] {
     for (std::size_t index = next++; index < jobs.size() && !failed; index = next++) {
-      results[index] = run_job(jobs[index], prepared[jobs[index].source], toolchain, cache, report);
+      results[index] = run_job(jobs[index], prepared[jobs[index].source], toolchain, cache, options.split_kernels,
+                               report);
       if (results[index].error) failed = true;
     }
   };

@@ -314,10 +314,9 @@ std::vector<std::string> compile_options(const Toolchain& toolchain, Arch arch, 
   return {"-arch=" + (want_cubin ? arch.sm_name() : arch.compute_name())};
 }
 
-// Links NVRTC's LTO-IR into a cubin or PTX.
-Result<Bytes> link_lto_ir(const Api& api, ByteView lto_ir, Arch arch, bool cubin, const Unit& unit,
-                          std::string_view context) {
-  const std::vector<std::string> options = link_options(arch, cubin, unit.line_info);
+// One nvJitLink run: `input` (LTO-IR or PTX) in, a cubin or PTX out.
+Result<Bytes> link(const Api& api, nvJitLinkInputType input_type, ByteView input, const std::string& input_name,
+                   const std::vector<std::string>& options, bool cubin, std::string_view context) {
   std::vector<const char*> arguments;
   for (const auto& option : options) arguments.push_back(option.c_str());
   nvJitLinkHandle handle = nullptr;
@@ -333,11 +332,12 @@ Result<Bytes> link_lto_ir(const Api& api, ByteView lto_ir, Arch arch, bool cubin
     nvJitLinkHandle& handle;
     ~HandleGuard() { api.link_destroy(&handle); }
   } guard{api, handle};
-  result = api.link_add_data(handle, NVJITLINK_INPUT_LTOIR, lto_ir.data(), lto_ir.size(), unit.program_name.c_str());
+  result = api.link_add_data(handle, input_type, input.data(), input.size(), input_name.c_str());
   if (result == NVJITLINK_SUCCESS) result = api.link_complete(handle);
   if (result != NVJITLINK_SUCCESS) {
-    Error error = make_error(Component::NvJitLink, "linking the LTO-IR failed", std::string(context),
-                             "this is a toolkit problem if NVRTC accepted the source; the log says more");
+    Error error = make_error(Component::NvJitLink,
+                             input_type == NVJITLINK_INPUT_PTX ? "compiling the PTX failed" : "linking the LTO-IR failed",
+                             std::string(context), "this is a toolkit problem if NVRTC accepted the source; the log says more");
     error.native_code = result;
     error.log = link_log(api, handle);
     return error;
@@ -360,6 +360,13 @@ Result<Bytes> link_lto_ir(const Api& api, ByteView lto_ir, Arch arch, bool cubin
     return error;
   }
   return output;
+}
+
+// Links NVRTC's LTO-IR into a cubin or PTX.
+Result<Bytes> link_lto_ir(const Api& api, ByteView lto_ir, Arch arch, bool cubin, const Unit& unit,
+                          std::string_view context) {
+  return link(api, NVJITLINK_INPUT_LTOIR, lto_ir, unit.program_name, link_options(arch, cubin, unit.line_info), cubin,
+              context);
 }
 
 std::string without_trailing_nul(ByteView bytes) {
@@ -478,6 +485,22 @@ Result<UnitOutputs> compile_unit(const Toolchain& toolchain, const Unit& unit, A
     outputs.ptx = without_trailing_nul(*ptx);
   }
   return outputs;
+}
+
+Result<Bytes> compile_ptx(const Toolchain& toolchain, std::string_view ptx, Arch arch, bool line_info,
+                          const std::string& name, std::string_view context) {
+  if (!toolchain.has_linker) {
+    return make_error(Component::NvJitLink, "compiling PTX needs nvJitLink, which was not found", std::string(context),
+                      "install the CUDA toolkit's nvJitLink (libnvJitLink.so." + std::to_string(kRequiredMajor) + ")");
+  }
+  auto loaded = load_once();
+  if (!loaded) return loaded.error();
+  std::vector<std::string> options{"-arch=" + arch.sm_name()};
+  if (line_info) options.emplace_back("-lineinfo");
+  // nvJitLink reads PTX as a C string: the terminating NUL goes in too.
+  std::string text(ptx);
+  return link(loaded.value()->api, NVJITLINK_INPUT_PTX, ByteView(reinterpret_cast<const std::uint8_t*>(text.c_str()), text.size() + 1),
+              name, options, true, context);
 }
 
 }  // namespace kiln::nvrtc

@@ -68,4 +68,9 @@ struct UnitOutputs {
 [[nodiscard]] Result<UnitOutputs> compile_unit(const Toolchain& toolchain, const Unit& unit, Arch arch,
                                                bool want_cubin, bool want_ptx, std::string_view context);
 
+// PTX -> a cubin for sm_<arch> through nvJitLink (ptxas): how `kiln build --split-kernels`
+// makes one cubin per kernel from PTX split per kernel. An Error where nvJitLink is missing.
+[[nodiscard]] Result<Bytes> compile_ptx(const Toolchain& toolchain, std::string_view ptx, Arch arch, bool line_info,
+                                        const std::string& name, std::string_view context);
+
 }  // namespace kiln::nvrtc

@@ -556,9 +556,10 @@ Result<void> Module::prepare_all(int device) const {
   Result<int> ordinal = state_->resolve_device(device);
   if (!ordinal) return ordinal.error();
   const std::size_t count = state_->names->size();
-  // Threads only for work that gains from them: each compile, and each cubin image to decode.
-  // Loading a cubin's kernels is a few microseconds each and the driver serializes module
-  // loads, so a thread per AOT kernel would cost more to start than it saves.
+  // Threads only for work that gains from them: each compile, and each cubin image large enough
+  // that decoding it outlasts starting a thread. Loading a cubin is tens of microseconds and the
+  // driver serializes module loads, so a thread per AOT kernel would cost more than it saves.
+  constexpr std::uint64_t kImageWorthAThread = 64 << 10;  // ~80 us of zstd
   std::size_t parallel_work = 0;
   std::vector<bool> cubin_image_seen(state_->bundle.images().size());
   for (std::size_t index = 0; index < count; ++index) {
@@ -570,7 +571,7 @@ Result<void> Module::prepare_all(int device) const {
       ++parallel_work;
     } else if (!cubin_image_seen[image]) {
       cubin_image_seen[image] = true;
-      ++parallel_work;
+      if (state_->bundle.images()[image].raw_size >= kImageWorthAThread) ++parallel_work;
     }
   }
   unsigned threads = state_->runtime->options.jit_threads;

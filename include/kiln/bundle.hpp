@@ -34,8 +34,12 @@ struct BundleMetadata {
 struct WriteOptions {
   Codec codec = Codec::Zstd;
   int level = 19;
-  // Let an image name a sibling (same kind, nearest architecture) as its zstd dictionary.
+  // Let an image name a sibling (same kind and kernels, nearest architecture) as its zstd dictionary.
   bool dictionaries = true;
+  // The longest chain image -> dictionary -> ... the writer makes: extracting an image decodes
+  // its whole chain first, so this bounds the work of a start (at most depth + 1 images) at
+  // some cost in size (docs/performance.md). At most the format's kMaxDictionaryDepth.
+  unsigned max_dictionary_depth = 2;
   // Threads compressing images at once; 0: one per core. The output does not depend on it.
   unsigned threads = 0;
 };

@@ -39,6 +39,9 @@ struct CompileOptions {
   std::vector<std::filesystem::path> include_dirs;
   std::vector<std::string> defines;               // "NAME" or "NAME=VALUE"
   bool line_info = false;                         // -lineinfo: source lines for profilers
+  // A cubin per kernel rather than per source (needs nvJitLink): a runtime decodes and loads
+  // only the kernels it uses, at the price of a module per kernel when it loads them all.
+  bool split_kernels = false;
   unsigned jobs = 0;                              // 0: one per hardware thread
   std::optional<std::filesystem::path> cache_dir; // content-hash compile cache; nullopt: none
   // Called after each image is compiled or found in the cache, from worker threads but

@@ -42,6 +42,7 @@ struct BundleRecipe {
   std::vector<Arch> cubins;
   std::vector<Arch> ptx;
   bool source = false;
+  bool split_kernels = false;
 };
 
 // Compiled once per process per recipe; NVRTC results are kept in a compile cache in the
@@ -49,7 +50,7 @@ struct BundleRecipe {
 const Bytes& bundle_for(const BundleRecipe& recipe) {
   static std::mutex mutex;
   static std::map<std::string, Bytes> built;
-  std::string key = recipe.source ? "source" : "";
+  std::string key = std::string(recipe.source ? "source" : "") + (recipe.split_kernels ? "split" : "");
   for (const Arch& arch : recipe.cubins) key += " " + arch.sm_name();
   for (const Arch& arch : recipe.ptx) key += " " + arch.compute_name();
   std::lock_guard lock(mutex);
@@ -64,6 +65,7 @@ const Bytes& bundle_for(const BundleRecipe& recipe) {
   options.cubin_archs = recipe.cubins;
   options.ptx_archs = recipe.ptx;
   options.embed_source = recipe.source;
+  options.split_kernels = recipe.split_kernels;
   options.cache_dir = fs::path(KILN_GPU_TEST_BINARY_DIR) / "compile-cache";
   Result<CompileOutput> compiled = compile(sources, options);
   if (!compiled) throw std::runtime_error("building the test bundle failed: " + compiled.error().describe());
@@ -81,6 +83,7 @@ Arch foreign_cubin(ComputeCapability device) { return plain(device.major == 8 ? 
 BundleRecipe aot_recipe(ComputeCapability device) { return {{plain(device)}, {portable_ptx(device)}, true}; }
 BundleRecipe ptx_recipe(ComputeCapability device) { return {{foreign_cubin(device)}, {portable_ptx(device)}, false}; }
 BundleRecipe source_recipe() { return {{}, {}, true}; }
+BundleRecipe split_recipe(ComputeCapability device) { return {{plain(device)}, {portable_ptx(device)}, false, true}; }
 
 // ---- Kernels and their CPU references ---------------------------------------------------------
 
@@ -249,6 +252,23 @@ TEST_F(GpuRuntime, AotExactCubinRunsEveryKernel) {
   options.cache_disabled = true;
   Runtime runtime = make_runtime(options);
   Module module = load(runtime, bundle_for(aot_recipe(gpu_.cc)));
+  expect_paths(run_every_kernel(runtime, module, 0), Path::AotExact);
+}
+
+// kiln build --split-kernels: a cubin per kernel, each loaded alone, computes as the whole one.
+TEST_F(GpuRuntime, SplitKernelCubinsRunEveryKernel) {
+  RuntimeOptions options = this->options();
+  options.cache_disabled = true;
+  Runtime runtime = make_runtime(options);
+  const Bytes& bundle = bundle_for(split_recipe(gpu_.cc));
+  Module module = load(runtime, bundle);
+  std::size_t cubins = 0;
+  for (const ImageInfo& image : module.bundle().images()) {
+    if (image.target.kind != ImageKind::Cubin) continue;
+    ++cubins;
+    EXPECT_EQ(image.kernels.size(), 1u) << image.target.name();
+  }
+  EXPECT_EQ(cubins, module.kernel_names().size());
   expect_paths(run_every_kernel(runtime, module, 0), Path::AotExact);
 }
 

@@ -107,6 +107,60 @@ TEST_F(compiler, CubinPerArchitectureAndPtxWithKernelNames) {
   EXPECT_EQ(demangle("_Z5scaleIfEvPT_S0_i"), "void scale<float>(float*, float, int)");
 }
 
+// --split-kernels: per architecture, a cubin for each kernel alone (in the module's order), then
+// the PTX as usual; the same inputs give the same bytes.
+TEST_F(compiler, SplitKernelsGivesACubinPerKernel) {
+  CompileOptions options;
+  options.cubin_archs = {arch(8, 0), arch(9, 0)};
+  options.ptx_archs = {arch(8, 0)};
+  options.split_kernels = true;
+  auto output = compile({data_path("compiler_templates.cu")}, options);
+  ASSERT_TRUE(output) << output.error().describe();
+  ASSERT_EQ(output->images.size(), 2 * kTemplateKernels.size() + 1);
+  for (std::size_t a = 0; a < 2; ++a) {
+    std::vector<std::string> kernels;
+    for (std::size_t k = 0; k < kTemplateKernels.size(); ++k) {
+      const Image& image = output->images[a * kTemplateKernels.size() + k];
+      EXPECT_EQ(image.target.name(), a == 0 ? "sm_80" : "sm_90");
+      ASSERT_EQ(image.kernels.size(), 1u);
+      auto info = elf::read_cubin(image.bytes);
+      ASSERT_TRUE(info) << info.error().describe();
+      EXPECT_EQ(info->sm, a == 0 ? 80 : 90);
+      EXPECT_EQ(info->kernels, image.kernels);  // the cubin holds that kernel and no other
+      kernels.push_back(image.kernels.front());
+    }
+    std::sort(kernels.begin(), kernels.end());
+    EXPECT_EQ(kernels, kTemplateKernels);
+  }
+  EXPECT_EQ(output->images.back().target.name(), "compute_80");
+  EXPECT_EQ(output->images.back().kernels, kTemplateKernels);
+
+  auto again = compile({data_path("compiler_templates.cu")}, options);
+  ASSERT_TRUE(again) << again.error().describe();
+  ASSERT_EQ(again->images.size(), output->images.size());
+  for (std::size_t index = 0; index < output->images.size(); ++index) {
+    EXPECT_EQ(again->images[index].bytes, output->images[index].bytes) << index;
+  }
+}
+
+// Kernels that share a mutable module-scope variable must stay in one module: split, each would
+// see its own copy of it.
+TEST_F(compiler, SplitKernelsKeepsKernelsThatShareStateTogether) {
+  TemporaryDirectory work;
+  const fs::path source = work.path() / "shared_state.cu";
+  write_file(source,
+             "__device__ int counter;\n"
+             "extern \"C\" __global__ void bump() { atomicAdd(&counter, 1); }\n"
+             "extern \"C\" __global__ void read_counter(int* out) { *out = counter; }\n");
+  CompileOptions options;
+  options.cubin_archs = {arch(8, 0)};
+  options.split_kernels = true;
+  auto output = compile({source}, options);
+  ASSERT_TRUE(output) << output.error().describe();
+  ASSERT_EQ(output->images.size(), 1u);
+  EXPECT_EQ(output->images[0].kernels, (std::vector<std::string>{"bump", "read_counter"}));
+}
+
 TEST_F(compiler, UserHeadersThroughIncludeDirectoriesAndDefines) {
   CompileOptions options;
   options.cubin_archs = {arch(8, 6)};

@@ -134,6 +134,7 @@ Result<void> run_build(const BuildArgs& args) {
   options.cubin_archs = *cubins;
   options.ptx_archs = *ptx;
   options.embed_source = args.embed_source;
+  options.split_kernels = args.split_kernels;
   options.include_dirs = args.include_dirs;
   options.defines = args.defines;
   options.jobs = args.jobs;

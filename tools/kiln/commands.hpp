@@ -17,6 +17,7 @@ struct BuildArgs {
   std::string devices;  // empty: KILN_AOT_DEVLIST
   std::string ptx;      // ARCH | newest | none; empty: the oldest listed architecture
   bool embed_source = false;
+  bool split_kernels = false;
   std::vector<std::filesystem::path> include_dirs;
   std::vector<std::string> defines;
   unsigned jobs = 0;

@@ -33,6 +33,8 @@ int main(int argc, char** argv) {
   build->add_option("--devices", build_args.devices, "Comma-separated devices or architectures (default: $KILN_AOT_DEVLIST)");
   build->add_option("--ptx", build_args.ptx, "PTX to keep for JIT: an architecture, 'newest' or 'none' (default: the oldest listed)");
   build->add_flag("--embed-source", build_args.embed_source, "Keep the source for NVRTC at run time");
+  build->add_flag("--split-kernels", build_args.split_kernels,
+                  "A cubin per kernel: a program loads only the kernels it uses (needs nvJitLink)");
   build->add_option("-I,--include-dir", build_args.include_dirs, "Add an include directory");
   build->add_option("-D,--define", build_args.defines, "Define a macro: NAME or NAME=VALUE");
   build->add_option("-j,--jobs", build_args.jobs, "Parallel compile jobs (default: all cores)");
