@@ -65,25 +65,24 @@ class KernelNames {
     std::unordered_map<std::string, std::vector<std::size_t>> by_short;
   };
 
-  explicit KernelNames(const Bundle& bundle) {
-    for (std::size_t image = 0; image < bundle.images().size(); ++image) {
-      const std::vector<std::string>& kernels = bundle.images()[image].kernels;
+  // Keeps `bundle` (its state is shared, not copied): the names are views of its strings.
+  explicit KernelNames(const Bundle& bundle) : bundle_(bundle) {
+    for (std::size_t image = 0; image < bundle_.images().size(); ++image) {
+      const std::vector<std::string>& kernels = bundle_.images()[image].kernels;
       if (kernels.empty()) unlisted_images_.push_back(image);  // may hold any kernel
       for (const std::string& name : kernels) {
-        auto [found, added] = first_seen_.emplace(name, mangled_.size());
+        auto [found, added] = by_mangled_.emplace(name, mangled_.size());
         if (added) {
-          mangled_.push_back(name);
+          mangled_.push_back(&name);
           images_.emplace_back();
         }
         images_[found->second].push_back(image);
       }
     }
-    for (std::size_t index = 0; index < mangled_.size(); ++index) by_mangled_.emplace(mangled_[index], index);
-    first_seen_.clear();
   }
 
   [[nodiscard]] std::size_t size() const noexcept { return mangled_.size(); }
-  [[nodiscard]] const std::string& mangled(std::size_t index) const { return mangled_[index]; }
+  [[nodiscard]] const std::string& mangled(std::size_t index) const { return *mangled_[index]; }
   [[nodiscard]] std::optional<std::size_t> find_mangled(std::string_view name) const {
     auto found = by_mangled_.find(name);
     if (found == by_mangled_.end()) return std::nullopt;
@@ -107,9 +106,9 @@ class KernelNames {
     Spellings result;
     result.by_index.reserve(mangled_.size());
     std::unordered_map<std::string, int> uses;
-    for (const std::string& mangled : mangled_) {
+    for (const std::string* mangled : mangled_) {
       Spelling spelling;
-      spelling.demangled = demangle(mangled);
+      spelling.demangled = demangle(*mangled);
       spelling.readable = short_name(spelling.demangled);
       ++uses[spelling.readable];
       result.by_index.push_back(std::move(spelling));
@@ -124,10 +123,10 @@ class KernelNames {
     return result;
   }
 
-  std::vector<std::string> mangled_;
+  Bundle bundle_;
+  std::vector<const std::string*> mangled_;  // into bundle_'s image table
   std::vector<std::vector<std::size_t>> images_;
   std::vector<std::size_t> unlisted_images_;
-  std::unordered_map<std::string, std::size_t> first_seen_;  // only while constructing
   std::unordered_map<std::string_view, std::size_t> by_mangled_;
   mutable std::once_flag spelled_;
   mutable Spellings spellings_;
