@@ -191,7 +191,6 @@ struct Kernel::State {
   Driver* driver = nullptr;                // modules->driver, without the indirection on each launch
   CUcontext context = nullptr;
   CUfunction function = nullptr;
-  std::optional<std::vector<std::size_t>> parameter_sizes;  // nullopt: the driver cannot tell
   mutable std::atomic<bool> arguments_checked{false};
   std::shared_ptr<const KernelNames> names;
   std::size_t name_index = 0;
@@ -206,7 +205,16 @@ struct Kernel::State {
   mutable KernelRecord record;  // `kernel` is empty until named_record()
 
  private:
+  // The kernel's parameter sizes, asked of the driver on the first launch rather than when the
+  // kernel is made ready: a kernel prepared and never launched costs no queries.
+  const Result<std::optional<std::vector<std::size_t>>>& parameter_sizes() const {
+    std::call_once(sized, [this] { queried_sizes.emplace(driver->parameter_sizes(function)); });
+    return *queried_sizes;
+  }
+
   mutable std::once_flag named;
+  mutable std::once_flag sized;
+  mutable std::optional<Result<std::optional<std::vector<std::size_t>>>> queried_sizes;  // inner nullopt: the driver cannot tell
 };
 
 struct Module::State {
@@ -256,8 +264,14 @@ struct Module::State {
 // ---- Kernel ---------------------------------------------------------------------------------
 
 Result<void> Kernel::State::check_arguments(const std::size_t* sizes, std::size_t count) const {
-  if (!parameter_sizes) return {};
-  const std::vector<std::size_t>& expected = *parameter_sizes;
+  const Result<std::optional<std::vector<std::size_t>>>& known = parameter_sizes();
+  if (!known) {
+    Error error = known.error();
+    error.context = "kernel " + named_record().kernel + (error.context.empty() ? "" : ", " + error.context);
+    return error;
+  }
+  if (!*known) return {};
+  const std::vector<std::size_t>& expected = **known;
   if (count != expected.size()) {
     return make_error(Component::Runtime,
                       "kernel " + named_record().kernel + " takes " + std::to_string(expected.size()) + " arguments, " +
@@ -522,15 +536,12 @@ Result<Kernel> Module::State::make_kernel(std::size_t index, int device) {
   auto state = std::make_shared<Kernel::State>();
   Result<CUfunction> function = runtime->driver->function(module, mangled);
   if (!function) return failed(std::move(function).error());
-  Result<std::optional<std::vector<std::size_t>>> sizes = runtime->driver->parameter_sizes(*function);
-  if (!sizes) return failed(std::move(sizes).error());
   Result<CUcontext> context = runtime->driver->context(device);
   if (!context) return failed(std::move(context).error());
   state->modules = modules;
   state->driver = runtime->driver.get();
   state->context = *context;
   state->function = *function;
-  state->parameter_sizes = std::move(*sizes);
   state->names = names;
   state->name_index = index;
   state->record = KernelRecord{{}, mangled, device, device_arch, target.name(), path, milliseconds_since(start)};

@@ -63,6 +63,21 @@ for i in imgs:
   assert sorted(i['kernels'])==sorted(['_Z5scaleIfEvPT_S0_i','_Z5scaleIdEvPT_S0_i','block_sum']), i['kernels']
 " || failures=$((failures + 1))
   ;;
+build_split_kernels)
+  build_ops "$work/ops.kiln" --devices sm_80,sm_90 --ptx compute_80 --split-kernels
+  expect 0 "$kiln" inspect "$work/ops.kiln" --json
+  json "
+imgs=d['images']
+cubins=[i for i in imgs if i['kind']=='cubin']
+assert len(cubins)==6, [(i['target'],i['kernels']) for i in cubins]
+assert all(len(i['kernels'])==1 for i in cubins), cubins
+for arch in ('sm_80','sm_90'):
+  assert sorted(k for i in cubins if i['target']==arch for k in i['kernels'])==sorted(['_Z5scaleIfEvPT_S0_i','_Z5scaleIdEvPT_S0_i','block_sum'])
+assert [i['target'] for i in imgs if i['kind']=='ptx']==['compute_80']
+" || failures=$((failures + 1))
+  expect 0 "$kiln" select "$work/ops.kiln" --device l4
+  contains "aot-compatible" "$out"
+  ;;
 inspect_corrupt)
   build_ops "$work/ops.kiln" --devices sm_80
   cp "$work/ops.kiln" "$work/bad.kiln"

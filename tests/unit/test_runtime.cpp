@@ -96,6 +96,7 @@ class FakeDriver final : public Driver {
   }
 
   Result<std::optional<std::vector<std::size_t>>> parameter_sizes(CUfunction function) override {
+    ++parameter_queries;
     const auto* fake = reinterpret_cast<const FakeFunction*>(function);
     auto found = parameters.find(fake->name);
     if (found == parameters.end()) return std::optional<std::vector<std::size_t>>{};
@@ -117,6 +118,7 @@ class FakeDriver final : public Driver {
 
   std::optional<int> current;
   std::map<std::string, std::vector<std::size_t>> parameters;  // by mangled name; absent: the driver cannot tell
+  std::atomic<int> parameter_queries{0};
   std::vector<std::pair<int, std::string>> loads;              // (device, arch) of each module loaded
   std::atomic<int> unloads{0};
   std::atomic<int> launches{0};
@@ -564,6 +566,7 @@ TEST_F(RuntimeTest, LaunchChecksArgumentsAgainstTheKernel) {
   driver_->parameters[kAdd] = {8, 8, 4};
   Module module = load(runtime, {cubin_image("sm_90")});
   const Kernel add = kernel_or_fail(module, "add");
+  EXPECT_EQ(driver_->parameter_queries.load(), 0);  // made ready: nothing asked until a launch
   float* x = nullptr;
   float* y = nullptr;
 
@@ -579,6 +582,7 @@ TEST_F(RuntimeTest, LaunchChecksArgumentsAgainstTheKernel) {
   Result<void> launched = add.launch({1}, {32}, 0, nullptr, x, y, 3);
   ASSERT_TRUE(launched.ok()) << launched.error().describe();
   EXPECT_EQ(driver_->launches.load(), 1);
+  EXPECT_EQ(driver_->parameter_queries.load(), 1);  // asked once, for the first launch
 }
 
 TEST_F(RuntimeTest, LaunchWithoutParameterInfoSkipsTheCheck) {
