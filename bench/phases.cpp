@@ -4,6 +4,9 @@
 //
 //   kiln_bench_phases kiln BUNDLE       Runtime::create, load, kernel(add<float>), launch, sync
 //   kiln_bench_phases kiln-all BUNDLE   Runtime::create + load, then Module::prepare_all
+//   kiln_bench_phases kiln-steps BUNDLE Runtime::create taken apart (the driver's entry points, the
+//                                       environment, the runtime itself), then Bundle::open alone
+//                                       and load, kernel, launch, sync as in `kiln`
 //   kiln_bench_phases raw BUNDLE        cuModuleLoadData of the cubin holding add<float>,
 //                                       cuModuleGetFunction, launch, sync
 //   kiln_bench_phases raw-all BUNDLE    every sm_90 cubin loaded and every kernel looked up;
@@ -64,7 +67,7 @@ struct Cubin {
 
 int main(int argc, char** argv) try {
   if (argc < 2) {
-    std::fprintf(stderr, "usage: kiln_bench_phases kiln|kiln-all|raw|raw-all BUNDLE | link-empty\n");
+    std::fprintf(stderr, "usage: kiln_bench_phases kiln|kiln-all|kiln-steps|raw|raw-all BUNDLE | link-empty\n");
     return 2;
   }
   const std::string mode = argv[1];
@@ -77,7 +80,7 @@ int main(int argc, char** argv) try {
   // The raw modes' cubins for this device, extracted before t0 as the cold-start benchmark does.
   std::vector<Cubin> cubins;
   std::size_t first = 0;
-  if (mode == "raw" || mode == "raw-all") {
+  if (mode == "raw" || mode == "raw-all") {  // before t0, as in kiln_bench_coldstart
     const kiln::Bundle bundle = unwrap(kiln::Bundle::open(bundle_bytes, "bundle"), "opening the bundle");
     const kiln::ImageTarget wanted{kiln::ImageKind::Cubin, kiln::Arch{{device.major, device.minor}}};
     for (std::size_t index = 0; index < bundle.images().size(); ++index) {
@@ -111,6 +114,25 @@ int main(int argc, char** argv) try {
       timeline.mark("all");
       timeline.note(std::string("path=") + kiln::path_name(module.records().front().path));
     }
+  } else if (mode == "kiln-steps") {
+    const std::shared_ptr<kiln::Driver> driver = unwrap(kiln::load_cuda_driver(), "kiln::load_cuda_driver");
+    timeline.mark("driver");
+    const kiln::RuntimeOptions options = kiln::RuntimeOptions::from_environment();
+    timeline.mark("environment");
+    const kiln::Runtime runtime =
+        unwrap(kiln::Runtime::create(driver, kiln::make_jit_compiler(driver), options), "kiln::Runtime::create");
+    timeline.mark("runtime");
+    (void)unwrap(kiln::Bundle::open(bundle_bytes, "bundle"), "kiln::Bundle::open");
+    timeline.mark("open");
+    const kiln::Module module = unwrap(runtime.load(bundle_bytes, "bundle"), "kiln::Runtime::load");
+    timeline.mark("load");
+    const kiln::Kernel kernel = unwrap(module.kernel(kAddFloat.mangled), "kiln::Module::kernel");
+    timeline.mark("kernel");
+    unwrap(problem.launch(kernel, nullptr), "kiln::Kernel::launch");
+    timeline.mark("launch");
+    api.check(api.cuCtxSynchronize_fn(), "cuCtxSynchronize");
+    timeline.mark("sync");
+    launched = true;
   } else if (mode == "raw") {
     CUmodule module = nullptr;
     api.check(api.cuModuleLoadData_fn(&module, cubins[first].bytes.data()), "cuModuleLoadData");

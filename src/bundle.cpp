@@ -175,6 +175,20 @@ namespace {
 
 // Validates a bundle's bytes into a BundleData. Each check has its own message; they run in
 // the order of docs/bundle-format.md, so a damaged file reports the earliest thing wrong with it.
+// "image 3 (sm_90)", for a message about one image: spelled only when a message is made, since
+// a valid bundle of many images would otherwise format a label per image on every open.
+struct ImageLabel {
+  std::uint32_t index = 0;
+  std::optional<ImageTarget> target;  // unknown until the entry's target is read
+  std::string text() const {
+    std::string label = "image " + std::to_string(index);
+    return target ? label + " (" + target->name() + ")" : label;
+  }
+};
+std::string operator+(const ImageLabel& label, std::string_view rest) { return label.text() + std::string(rest); }
+std::string operator+(const ImageLabel& label, const char* rest) { return label.text() + rest; }
+std::string operator+(const ImageLabel& label, const std::string& rest) { return label.text() + rest; }
+
 class Parser {
  public:
   Parser(ByteView available, BundleData& state) : available_(available), state_(state) {}
@@ -349,9 +363,9 @@ class Parser {
 
   // The strings of refs [first, first + count), or an error naming `what`.
   Result<std::span<const std::string_view>> ref_range(std::uint64_t first, std::uint64_t count,
-                                                      const std::string& what) const {
+                                                      std::string_view what, const ImageLabel* image = nullptr) const {
     if (!f::checked_range(first, count, refs_.size())) {
-      return fail(what + ": refs " + std::to_string(first) + " + " + std::to_string(count) +
+      return fail((image ? image->text() + " " : std::string()) + std::string(what) + ": refs " + std::to_string(first) + " + " + std::to_string(count) +
                       " run past the " + plural(refs_.size(), "string ref"),
                   kHintMalformed);
     }
@@ -385,7 +399,7 @@ class Parser {
       } else {
         return target.error();
       }
-      const std::string where = "image " + std::to_string(i) + " (" + info.target.name() + ")";
+      const ImageLabel where{i, info.target};
       if (entry.reserved0 != 0) return fail(where + ": reserved entry bytes are not zero", kHintMalformed);
 
       auto stored = entry.duplicate_of == f::kNoImage ? check_stored(i, entry, where) : check_duplicate(i, entry, where);
@@ -410,7 +424,7 @@ class Parser {
   }
 
   Result<ImageTarget> read_target(std::uint32_t index, const f::Entry& entry) const {
-    const std::string where = "image " + std::to_string(index);
+    const ImageLabel where{index, std::nullopt};
     const auto kind = kind_from_disk(entry.kind);
     if (!kind) return fail(where + ": kind " + std::to_string(entry.kind) + " is not cubin (0), ptx (1) or source (2)", kHintMalformed);
     const auto variant = variant_from_disk(entry.arch_variant);
@@ -435,7 +449,7 @@ class Parser {
   }
 
   // An image whose stored bytes are its own.
-  Result<void> check_stored(std::uint32_t index, const f::Entry& entry, const std::string& where) {
+  Result<void> check_stored(std::uint32_t index, const f::Entry& entry, const ImageLabel& where) {
     if (entry.codec != f::kCodecNone && entry.codec != f::kCodecZstd) {
       return fail(where + ": codec " + std::to_string(entry.codec) + " is not none (0) or zstd (1)", kHintNewer);
     }
@@ -497,7 +511,7 @@ class Parser {
   }
 
   // An image that shares the stored bytes of an earlier, identical one.
-  Result<void> check_duplicate(std::uint32_t index, const f::Entry& entry, const std::string& where) const {
+  Result<void> check_duplicate(std::uint32_t index, const f::Entry& entry, const ImageLabel& where) const {
     if (entry.duplicate_of >= index) {
       return fail(where + ": duplicate of image " + std::to_string(entry.duplicate_of) + ", which is not an earlier image",
                   kHintMalformed);
@@ -521,8 +535,8 @@ class Parser {
     return {};
   }
 
-  Result<std::vector<std::string>> read_names(const f::Entry& entry, const std::string& where) {
-    auto names = ref_range(entry.names_first_ref, entry.names_count, where + " kernel names");
+  Result<std::vector<std::string>> read_names(const f::Entry& entry, const ImageLabel& where) {
+    auto names = ref_range(entry.names_first_ref, entry.names_count, "kernel names", &where);
     if (!names) return names.error();
     // Lists may be shared, so a small file could name billions of strings; bound what is copied.
     name_references_ += names->size();
