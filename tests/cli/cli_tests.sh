@@ -143,6 +143,19 @@ compile_error)
   expect 1 "$kiln" build "$data/broken.cu" -o "$work/x.kiln" --devices sm_80
   contains "broken.cu(2)" "$err"; contains "undeclared_name" "$err"
   ;;
+parallel_build)
+  # -j 3 compiles in helper processes (NVRTC serializes threads); the bundle is the one a
+  # single-job build without the cache makes, and a compile error is reported once.
+  KILN_CACHE_DIR=$work/parallel expect 0 "$kiln" build "$data/kernels.cu" -I "$data/include" -o "$work/a.kiln" -q \
+    --devices sm_75,sm_80,sm_90 --ptx compute_75 -j 3
+  expect 0 "$kiln" build "$data/kernels.cu" -I "$data/include" -o "$work/b.kiln" -q \
+    --devices sm_75,sm_80,sm_90 --ptx compute_75 -j 1 --no-cache
+  cmp "$work/a.kiln" "$work/b.kiln" || { echo "FAIL: bundles differ"; failures=$((failures + 1)); }
+  [ -n "$(ls "$work/parallel/build")" ] || { echo "FAIL: the helpers filled no compile cache"; failures=$((failures + 1)); }
+  KILN_CACHE_DIR=$work/broken expect 1 "$kiln" build "$data/broken.cu" -o "$work/x.kiln" --devices sm_75,sm_80,sm_90 -j 3
+  [ "$(grep -c "undeclared_name" <<<"$err")" -ge 1 ] && [ "$(grep -c "^kiln: " <<<"$err")" = 1 ] ||
+    { echo "FAIL: expected one error report, got:"; echo "$err"; failures=$((failures + 1)); }
+  ;;
 deterministic)
   build_ops "$work/a.kiln" --devices sm_80,sm_90 --embed-source
   build_ops "$work/b.kiln" --devices sm_80,sm_90 --embed-source --no-cache

@@ -1,10 +1,16 @@
 // kiln build: device list -> targets -> compile jobs -> images -> bundle.
+#include <fcntl.h>
+#include <spawn.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <random>
+#include <set>
+#include <thread>
 
 #include "commands.hpp"
 #include "kiln/bundle.hpp"
@@ -13,8 +19,77 @@
 #include "kiln/device_list.hpp"
 #include "kiln/runtime.hpp"
 
+extern char** environ;
+
 namespace kiln::cli {
 namespace {
+
+// One NVRTC run of a parallel build: a source for one architecture, with its cubin, its PTX or both.
+struct CompileUnit {
+  std::size_t source = 0;
+  Arch arch;
+  bool cubin = false;
+  bool ptx = false;
+};
+
+// Every (source, architecture) pair of the build, in a fixed order that helper processes
+// recompute from the same arguments.
+std::vector<CompileUnit> compile_units(std::size_t sources, const std::vector<Arch>& cubins, const std::vector<Arch>& ptx) {
+  std::set<Arch> archs(cubins.begin(), cubins.end());
+  archs.insert(ptx.begin(), ptx.end());
+  std::vector<CompileUnit> units;
+  for (std::size_t source = 0; source < sources; ++source) {
+    for (const Arch& arch : archs) {
+      units.push_back({source, arch, std::find(cubins.begin(), cubins.end(), arch) != cubins.end(),
+                       std::find(ptx.begin(), ptx.end(), arch) != ptx.end()});
+    }
+  }
+  return units;
+}
+
+// NVRTC holds a process-wide lock through much of nvrtcCompileProgram (CUDA 13.0: a second
+// thread waits in pthread_mutex_lock inside it; two CUB-heavy compiles on two threads took as
+// long as one after the other), so threads alone compile header-heavy sources one at a time.
+// With more than one job and the compile cache on, `jobs` helper processes (this program
+// again) first compile a share of the units each into the cache; the build itself then finds
+// everything there, and reports any error itself, as a build without helpers would.
+void fill_cache_in_helpers(const BuildArgs& args, std::size_t unit_count, unsigned jobs) {
+  const unsigned hardware = std::max(1u, std::thread::hardware_concurrency());
+  const std::size_t helpers = std::min<std::size_t>(jobs == 0 ? hardware : jobs, unit_count);
+  if (helpers < 2) return;
+  std::error_code error;
+  const std::string self = std::filesystem::read_symlink("/proc/self/exe", error).string();
+  if (error) return;
+  std::vector<pid_t> children;
+  for (std::size_t helper = 0; helper < helpers; ++helper) {
+    std::string units;
+    for (std::size_t unit = helper; unit < unit_count; unit += helpers) units += (units.empty() ? "" : ",") + std::to_string(unit);
+    std::vector<std::string> arguments{self, "build"};
+    for (const auto& source : args.sources) arguments.push_back(source.string());
+    arguments.insert(arguments.end(), {"-o", "/dev/null", "-j", "1", "--quiet", "--fill-cache-units", units});
+    if (!args.devices.empty()) arguments.insert(arguments.end(), {"--devices", args.devices});
+    if (!args.ptx.empty()) arguments.insert(arguments.end(), {"--ptx", args.ptx});
+    if (args.split_kernels) arguments.push_back("--split-kernels");
+    for (const auto& dir : args.include_dirs) arguments.insert(arguments.end(), {"-I", dir.string()});
+    for (const auto& define : args.defines) arguments.insert(arguments.end(), {"-D", define});
+    std::vector<char*> argv;
+    for (std::string& argument : arguments) argv.push_back(argument.data());
+    argv.push_back(nullptr);
+    // A helper's errors are the build's to report, once: its output goes nowhere.
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, "/dev/null", O_WRONLY, 0);
+    posix_spawn_file_actions_addopen(&actions, STDERR_FILENO, "/dev/null", O_WRONLY, 0);
+    pid_t child = 0;
+    if (posix_spawn(&child, self.c_str(), &actions, nullptr, argv.data(), environ) == 0) children.push_back(child);
+    posix_spawn_file_actions_destroy(&actions);
+  }
+  for (pid_t child : children) {
+    int status = 0;
+    while (waitpid(child, &status, 0) < 0 && errno == EINTR) {
+    }
+  }
+}
 
 Result<std::vector<ComputeCapability>> local_gpus() {
   auto runtime = Runtime::create();
@@ -130,6 +205,29 @@ Result<void> run_build(const BuildArgs& args) {
   auto ptx = ptx_archs(args.ptx, *cubins);
   if (!ptx) return ptx.error();
 
+  if (!args.fill_cache_units.empty()) {
+    // A helper: each unit alone, into the cache (the default one, as the parent's); no bundle.
+    const std::vector<CompileUnit> units = compile_units(args.sources.size(), *cubins, *ptx);
+    std::size_t start = 0;
+    while (start <= args.fill_cache_units.size()) {
+      const std::size_t end = std::min(args.fill_cache_units.find(',', start), args.fill_cache_units.size());
+      const std::size_t index = std::strtoul(args.fill_cache_units.substr(start, end - start).c_str(), nullptr, 10);
+      start = end + 1;
+      if (index >= units.size()) continue;
+      const CompileUnit& unit = units[index];
+      CompileOptions options;
+      if (unit.cubin) options.cubin_archs = {unit.arch};
+      if (unit.ptx) options.ptx_archs = {unit.arch};
+      options.split_kernels = args.split_kernels;
+      options.include_dirs = args.include_dirs;
+      options.defines = args.defines;
+      options.jobs = 1;
+      options.cache_dir = DiskCache::default_directory() / "build";
+      (void)compile({args.sources[unit.source]}, options);  // the parent reports failures
+    }
+    return {};
+  }
+
   CompileOptions options;
   options.cubin_archs = *cubins;
   options.ptx_archs = *ptx;
@@ -141,6 +239,11 @@ Result<void> run_build(const BuildArgs& args) {
   if (!args.no_cache) options.cache_dir = DiskCache::default_directory() / "build";
   ProgressLine progress(!args.quiet);
   options.on_progress = [&progress](const CompileProgress& step) { progress.update(step); };
+  if (options.cache_dir) {
+    if (!args.quiet && isatty(STDERR_FILENO)) std::fprintf(stderr, "kiln: compiling in parallel processes...");
+    fill_cache_in_helpers(args, compile_units(args.sources.size(), *cubins, *ptx).size(), args.jobs);
+    progress.finish();
+  }
 
   auto compiled = compile(args.sources, options);
   progress.finish();

@@ -25,6 +25,9 @@ struct BuildArgs {
   std::optional<std::filesystem::path> depfile;
   bool no_cache = false;
   bool quiet = false;
+  // Internal (a helper process of another kiln build): compile these units, "SOURCE:ARCH"
+  // indexes as fill_units() numbers them, into the compile cache, and write nothing else.
+  std::string fill_cache_units;
 };
 
 Result<void> run_devices(bool json);

@@ -37,11 +37,13 @@ int main(int argc, char** argv) {
                   "A cubin per kernel: a program loads only the kernels it uses (needs nvJitLink)");
   build->add_option("-I,--include-dir", build_args.include_dirs, "Add an include directory");
   build->add_option("-D,--define", build_args.defines, "Define a macro: NAME or NAME=VALUE");
-  build->add_option("-j,--jobs", build_args.jobs, "Parallel compile jobs (default: all cores)");
+  build->add_option("-j,--jobs", build_args.jobs,
+                    "Parallel compile jobs, as helper processes when the compile cache is on (default: all cores)");
   build->add_option("--compress", build_args.compress, "Image compression")->check(CLI::IsMember({"zstd", "none"}));
   build->add_option("--depfile", build_args.depfile, "Write a Makefile-style dependency file (for build systems)");
   build->add_flag("--no-cache", build_args.no_cache, "Do not use the compile cache");
   build->add_flag("-q,--quiet", build_args.quiet, "No progress output");
+  build->add_option("--fill-cache-units", build_args.fill_cache_units)->group("");  // helper processes only
 
   std::filesystem::path file;
   bool list_kernels = false;
