@@ -1,6 +1,7 @@
 // kiln build: device list -> targets -> compile jobs -> images -> bundle.
 #include <fcntl.h>
 #include <spawn.h>
+#include <sys/file.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -46,6 +47,41 @@ std::vector<CompileUnit> compile_units(std::size_t sources, const std::vector<Ar
   }
   return units;
 }
+
+// One of `slots` machine-wide compile slots, held while it lives: lock files in the compile
+// cache, so that the helpers of several kiln builds at once (Ninja runs one per bundle) run at
+// most one compile per core between them. flock() is released when a process dies.
+class CompileSlot {
+ public:
+  CompileSlot(const std::filesystem::path& directory, unsigned slots) {
+    std::error_code error;
+    std::filesystem::create_directories(directory, error);
+    for (bool wait : {false, true}) {
+      // Without waiting, any free slot; then wait for one picked by process id, to spread the waiters.
+      for (unsigned slot = 0; slot < slots; ++slot) {
+        const unsigned pick = wait ? static_cast<unsigned>(getpid()) % slots : slot;
+        const std::string path = (directory / ("slot-" + std::to_string(pick))).string();
+        const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+        if (fd < 0) continue;
+        if (::flock(fd, wait ? LOCK_EX : LOCK_EX | LOCK_NB) == 0) {
+          fd_ = fd;
+          return;
+        }
+        ::close(fd);
+        if (wait) break;
+      }
+    }
+    // No slot could be had (an unwritable cache): compile anyway, unthrottled.
+  }
+  ~CompileSlot() {
+    if (fd_ >= 0) ::close(fd_);  // releases the lock
+  }
+  CompileSlot(const CompileSlot&) = delete;
+  CompileSlot& operator=(const CompileSlot&) = delete;
+
+ private:
+  int fd_ = -1;
+};
 
 // NVRTC holds a process-wide lock through much of nvrtcCompileProgram (CUDA 13.0: a second
 // thread waits in pthread_mutex_lock inside it; two CUB-heavy compiles on two threads took as
@@ -223,6 +259,7 @@ Result<void> run_build(const BuildArgs& args) {
       options.defines = args.defines;
       options.jobs = 1;
       options.cache_dir = DiskCache::default_directory() / "build";
+      const CompileSlot slot(*options.cache_dir / "slots", std::max(1u, std::thread::hardware_concurrency()));
       (void)compile({args.sources[unit.source]}, options);  // the parent reports failures
     }
     return {};
