@@ -95,20 +95,24 @@ int main(int argc, char** argv) try {
 
   Timeline timeline;
   bool launched = false;
+  // kernel(add<float>), its launch and the wait for its result: the end of every kiln start.
+  auto first_result = [&](const kiln::Module& module) {
+    const kiln::Kernel kernel = unwrap(module.kernel(kAddFloat.mangled), "kiln::Module::kernel");
+    timeline.mark("kernel");
+    unwrap(problem.launch(kernel, nullptr), "kiln::Kernel::launch");
+    timeline.mark("launch");
+    api.check(api.cuCtxSynchronize_fn(), "cuCtxSynchronize");
+    timeline.mark("sync");
+    timeline.note(std::string("path=") + kiln::path_name(kernel.record().path));
+    launched = true;
+  };
   if (mode == "kiln" || mode == "kiln-all") {
     const kiln::Runtime runtime = unwrap(kiln::Runtime::create(), "kiln::Runtime::create");
     timeline.mark("create");
     const kiln::Module module = unwrap(runtime.load(bundle_bytes, "bundle"), "kiln::Runtime::load");
     timeline.mark("load");
     if (mode == "kiln") {
-      const kiln::Kernel kernel = unwrap(module.kernel(kAddFloat.mangled), "kiln::Module::kernel");
-      timeline.mark("kernel");
-      unwrap(problem.launch(kernel, nullptr), "kiln::Kernel::launch");
-      timeline.mark("launch");
-      api.check(api.cuCtxSynchronize_fn(), "cuCtxSynchronize");
-      timeline.mark("sync");
-      timeline.note(std::string("path=") + kiln::path_name(kernel.record().path));
-      launched = true;
+      first_result(module);
     } else {
       unwrap(module.prepare_all(), "kiln::Module::prepare_all");
       timeline.mark("all");
@@ -126,13 +130,7 @@ int main(int argc, char** argv) try {
     timeline.mark("open");
     const kiln::Module module = unwrap(runtime.load(bundle_bytes, "bundle"), "kiln::Runtime::load");
     timeline.mark("load");
-    const kiln::Kernel kernel = unwrap(module.kernel(kAddFloat.mangled), "kiln::Module::kernel");
-    timeline.mark("kernel");
-    unwrap(problem.launch(kernel, nullptr), "kiln::Kernel::launch");
-    timeline.mark("launch");
-    api.check(api.cuCtxSynchronize_fn(), "cuCtxSynchronize");
-    timeline.mark("sync");
-    launched = true;
+    first_result(module);
   } else if (mode == "raw") {
     CUmodule module = nullptr;
     api.check(api.cuModuleLoadData_fn(&module, cubins[first].bytes.data()), "cuModuleLoadData");

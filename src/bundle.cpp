@@ -186,8 +186,6 @@ struct ImageLabel {
   }
 };
 std::string operator+(const ImageLabel& label, std::string_view rest) { return label.text() + std::string(rest); }
-std::string operator+(const ImageLabel& label, const char* rest) { return label.text() + rest; }
-std::string operator+(const ImageLabel& label, const std::string& rest) { return label.text() + rest; }
 
 class Parser {
  public:

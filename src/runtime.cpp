@@ -67,9 +67,10 @@ class KernelNames {
 
   // Keeps `bundle` (its state is shared, not copied): the names are views of its strings.
   explicit KernelNames(const Bundle& bundle) : bundle_(bundle) {
+    std::vector<std::size_t> unlisted;
     for (std::size_t image = 0; image < bundle_.images().size(); ++image) {
       const std::vector<std::string>& kernels = bundle_.images()[image].kernels;
-      if (kernels.empty()) unlisted_images_.push_back(image);  // may hold any kernel
+      if (kernels.empty()) unlisted.push_back(image);  // may hold any kernel
       for (const std::string& name : kernels) {
         auto [found, added] = by_mangled_.emplace(name, mangled_.size());
         if (added) {
@@ -78,6 +79,11 @@ class KernelNames {
         }
         images_[found->second].push_back(image);
       }
+    }
+    if (unlisted.empty()) return;
+    for (std::vector<std::size_t>& images : images_) {
+      images.insert(images.end(), unlisted.begin(), unlisted.end());
+      std::sort(images.begin(), images.end());
     }
   }
 
@@ -88,13 +94,8 @@ class KernelNames {
     if (found == by_mangled_.end()) return std::nullopt;
     return found->second;
   }
-  // The images that list this kernel, in bundle order, then those that list none.
-  [[nodiscard]] std::vector<std::size_t> candidate_images(std::size_t index) const {
-    std::vector<std::size_t> images = images_[index];
-    images.insert(images.end(), unlisted_images_.begin(), unlisted_images_.end());
-    std::sort(images.begin(), images.end());
-    return images;
-  }
+  // The images that may hold this kernel (those that list it and those that list none), in bundle order.
+  [[nodiscard]] const std::vector<std::size_t>& candidate_images(std::size_t index) const { return images_[index]; }
   [[nodiscard]] const Spellings& spellings() const {
     std::call_once(spelled_, [this] { spellings_ = spell(); });
     return spellings_;
@@ -125,8 +126,7 @@ class KernelNames {
 
   Bundle bundle_;
   std::vector<const std::string*> mangled_;  // into bundle_'s image table
-  std::vector<std::vector<std::size_t>> images_;
-  std::vector<std::size_t> unlisted_images_;
+  std::vector<std::vector<std::size_t>> images_;  // by kernel: candidate_images()
   std::unordered_map<std::string_view, std::size_t> by_mangled_;
   mutable std::once_flag spelled_;
   mutable Spellings spellings_;
@@ -465,7 +465,7 @@ const Result<LoadedImage>& Module::State::whole_image(int device, std::size_t im
 
 Result<std::pair<std::size_t, Selection>> Module::State::select(std::size_t index, int device) const {
   const ComputeCapability cc = runtime->driver->gpus()[static_cast<std::size_t>(device)].cc;
-  const std::vector<std::size_t> candidates = names->candidate_images(index);
+  const std::vector<std::size_t>& candidates = names->candidate_images(index);
   std::vector<ImageTarget> targets;
   targets.reserve(candidates.size());
   for (std::size_t image : candidates) targets.push_back(bundle.images()[image].target);
