@@ -48,7 +48,7 @@ using Clock = std::chrono::steady_clock;
 // and load costs, not the arithmetic, decide the time.
 constexpr long long kAddElements = 1 << 20;
 
-enum class Variant { RawCubin, DriverPtxJit, DriverPtxWarm, KilnAot, KilnAotSplit, KilnJitCold, KilnJitWarm };
+enum class Variant { RawCubin, RawCubinSplit, DriverPtxJit, DriverPtxWarm, KilnAot, KilnAotSplit, KilnJitCold, KilnJitWarm };
 enum class Measure { FirstKernel, AllKernels };
 
 struct VariantInfo {
@@ -58,6 +58,7 @@ struct VariantInfo {
 };
 constexpr VariantInfo kVariants[] = {
     {Variant::RawCubin, "raw-cubin", "raw cuModuleLoadData, cubin"},
+    {Variant::RawCubinSplit, "raw-cubin-split", "raw cuModuleLoadData, the --split-kernels bundle's per-kernel cubins"},
     {Variant::DriverPtxJit, "driver-ptx-jit", "driver PTX JIT, CUDA_CACHE_DISABLE=1"},
     {Variant::DriverPtxWarm, "driver-ptx-warm", "driver PTX JIT, warm driver cache"},
     {Variant::KilnAot, "kiln-aot", "kiln AOT"},
@@ -234,7 +235,7 @@ int run_child(Variant variant, Measure measure, const fs::path& bundle_path, std
     const kiln::Bundle bundle =
         unwrap(kiln::Bundle::open(bundle_bytes, bundle_path.filename().string()), "opening the bundle");
     const ChosenImages chosen = choose_images(bundle, {device.major, device.minor});
-    const bool cubin = variant == Variant::RawCubin;
+    const bool cubin = variant == Variant::RawCubin || variant == Variant::RawCubinSplit;
     std::vector<DriverImage> images;
     for (std::size_t index : cubin ? chosen.cubins : chosen.ptxs) images.push_back(extract_for_driver(bundle, index));
     const DriverImage first = extract_for_driver(bundle, cubin ? chosen.first_cubin : chosen.first_ptx);
@@ -338,6 +339,10 @@ const std::vector<Target> kTargets = {
      Variant::RawCubin, 1.1},
     {"kiln AOT (--split-kernels), all kernels <= 1.1x raw cubin load", Variant::KilnAotSplit, Measure::AllKernels,
      Variant::RawCubin, 1.1},
+    {"kiln AOT (--split-kernels), first kernel <= 1.1x raw load of the same per-kernel cubin", Variant::KilnAotSplit,
+     Measure::FirstKernel, Variant::RawCubinSplit, 1.1},
+    {"kiln AOT (--split-kernels), all kernels <= 1.1x raw load of the same per-kernel cubins", Variant::KilnAotSplit,
+     Measure::AllKernels, Variant::RawCubinSplit, 1.1},
     {"kiln warm cache, first kernel <= 1.2x raw cubin load", Variant::KilnJitWarm, Measure::FirstKernel,
      Variant::RawCubin, 1.2},
     {"kiln warm cache, all kernels <= 1.2x raw cubin load", Variant::KilnJitWarm, Measure::AllKernels,
@@ -399,12 +404,15 @@ int run_parent(const Options& options) {
         std::vector<std::string> environment = base_environment;
         std::vector<std::string> arguments = {
             self,     "--child", variant.id, measure_id(measure),
-            "--bundle", variant.variant == Variant::KilnAotSplit ? split_bundle_path : bundle_path};
+            "--bundle",
+            variant.variant == Variant::KilnAotSplit || variant.variant == Variant::RawCubinSplit ? split_bundle_path
+                                                                                                  : bundle_path};
         const fs::path cache = scratch.path() / (variant.variant == Variant::KilnJitCold
                                                      ? tag + "-" + std::to_string(round)  // empty every run
                                                      : tag);
         switch (variant.variant) {
           case Variant::RawCubin:
+          case Variant::RawCubinSplit:
           case Variant::DriverPtxJit: environment.push_back("CUDA_CACHE_DISABLE=1"); break;
           case Variant::DriverPtxWarm:
             environment.push_back("CUDA_CACHE_PATH=" + cache.string());

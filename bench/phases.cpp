@@ -11,10 +11,17 @@
 //                                       cuModuleGetFunction, launch, sync
 //   kiln_bench_phases raw-all BUNDLE    every sm_90 cubin loaded and every kernel looked up;
 //                                       the time in loads and in lookups summed apart
+//   kiln_bench_phases raw-split BUNDLE  as `raw`, for add<float>'s own cubin of a --split-kernels
+//                                       bundle, and the parameter queries kiln's first launch makes
+//   kiln_bench_phases driver-calls      each driver call kiln makes to start, timed apart
+//   kiln_bench_phases extract BUNDLE    Bundle::open, then extracting add<float>'s cubin, twice
 //   kiln_bench_phases link-empty        the driver's PTX JIT of an empty kernel, three times:
 //                                       the fixed cost of one JIT compile
 //
 // The environment decides kiln's path (KILN_FORCE_JIT, KILN_CACHE_DIR), as for any application.
+#include <dlfcn.h>
+
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
@@ -67,7 +74,9 @@ struct Cubin {
 
 int main(int argc, char** argv) try {
   if (argc < 2) {
-    std::fprintf(stderr, "usage: kiln_bench_phases kiln|kiln-all|kiln-steps|raw|raw-all BUNDLE | link-empty\n");
+    std::fprintf(stderr,
+                 "usage: kiln_bench_phases kiln|kiln-all|kiln-steps|raw|raw-split|raw-all|extract BUNDLE | "
+                 "driver-calls | link-empty\n");
     return 2;
   }
   const std::string mode = argv[1];
@@ -80,7 +89,7 @@ int main(int argc, char** argv) try {
   // The raw modes' cubins for this device, extracted before t0 as the cold-start benchmark does.
   std::vector<Cubin> cubins;
   std::size_t first = 0;
-  if (mode == "raw" || mode == "raw-all") {  // before t0, as in kiln_bench_coldstart
+  if (mode == "raw" || mode == "raw-all" || mode == "raw-split") {  // before t0, as in kiln_bench_coldstart
     const kiln::Bundle bundle = unwrap(kiln::Bundle::open(bundle_bytes, "bundle"), "opening the bundle");
     const kiln::ImageTarget wanted{kiln::ImageKind::Cubin, kiln::Arch{{device.major, device.minor}}};
     for (std::size_t index = 0; index < bundle.images().size(); ++index) {
@@ -131,18 +140,84 @@ int main(int argc, char** argv) try {
     const kiln::Module module = unwrap(runtime.load(bundle_bytes, "bundle"), "kiln::Runtime::load");
     timeline.mark("load");
     first_result(module);
-  } else if (mode == "raw") {
+  } else if (mode == "raw" || mode == "raw-split") {
     CUmodule module = nullptr;
     api.check(api.cuModuleLoadData_fn(&module, cubins[first].bytes.data()), "cuModuleLoadData");
     timeline.mark("load");
     CUfunction function = nullptr;
     api.check(api.cuModuleGetFunction_fn(&function, module, kAddFloat.mangled), "cuModuleGetFunction");
     timeline.mark("function");
+    if (mode == "raw-split") {  // the queries kiln's first launch makes for its argument check
+      auto get_param_info = reinterpret_cast<decltype(&::cuFuncGetParamInfo)>(
+          dlsym(dlopen("libcuda.so.1", RTLD_NOW | RTLD_NOLOAD), "cuFuncGetParamInfo"));
+      std::size_t offset = 0, size = 0, parameters = 0;
+      while (get_param_info != nullptr && get_param_info(function, parameters, &offset, &size) == CUDA_SUCCESS) {
+        if (++parameters == 1) timeline.mark("first-param");
+      }
+      timeline.mark("param-info");
+      timeline.note("parameters=" + std::to_string(parameters) + " bytes=" + std::to_string(cubins[first].bytes.size()));
+    }
     problem.launch_raw(function, nullptr);
     timeline.mark("launch");
     api.check(api.cuCtxSynchronize_fn(), "cuCtxSynchronize");
     timeline.mark("sync");
     launched = true;
+  } else if (mode == "driver-calls") {
+    // What kiln::load_cuda_driver does, a mark after each kind of call.
+    void* library = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
+    timeline.mark("dlopen");
+    auto get_proc_address = reinterpret_cast<decltype(&::cuGetProcAddress)>(dlsym(library, "cuGetProcAddress_v2"));
+    timeline.mark("dlsym");
+    const char* names[] = {"cuGetErrorName", "cuGetErrorString", "cuInit", "cuDriverGetVersion", "cuDeviceGetCount",
+                           "cuDeviceGet", "cuDeviceGetName", "cuDeviceGetAttribute", "cuDevicePrimaryCtxRetain",
+                           "cuCtxGetCurrent", "cuCtxSetCurrent", "cuCtxGetDevice", "cuCtxPushCurrent", "cuCtxPopCurrent",
+                           "cuModuleLoadData", "cuModuleUnload", "cuModuleGetFunction", "cuFuncGetParamInfo",
+                           "cuLinkCreate", "cuLinkAddData", "cuLinkComplete", "cuLinkDestroy", "cuLaunchKernel"};
+    void* resolved[std::size(names)] = {};
+    for (std::size_t index = 0; index < std::size(names); ++index) {
+      CUdriverProcAddressQueryResult status{};
+      get_proc_address(names[index], &resolved[index], 2000, CU_GET_PROC_ADDRESS_LEGACY_STREAM, &status);
+      if (index == 0) timeline.mark("proc-address-1");
+    }
+    timeline.mark("proc-address-23");
+    for (const char* name : names) resolved[0] = dlsym(library, name);
+    timeline.mark("dlsym-23");
+    api.check(api.cuInit_fn(0), "cuInit");
+    timeline.mark("cuInit");
+    int version = 0, count = 0, major = 0, minor = 0;
+    api.check(api.cuDriverGetVersion_fn(&version), "cuDriverGetVersion");
+    api.check(api.cuDeviceGetCount_fn(&count), "cuDeviceGetCount");
+    timeline.mark("version-count");
+    CUdevice device = 0;
+    api.check(api.cuDeviceGet_fn(&device, 0), "cuDeviceGet");
+    timeline.mark("device");
+    char name[256] = {};
+    api.check(api.cuDeviceGetName_fn(name, sizeof name, device), "cuDeviceGetName");
+    timeline.mark("name");
+    api.check(api.cuDeviceGetAttribute_fn(&major, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, device), "attribute");
+    api.check(api.cuDeviceGetAttribute_fn(&minor, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, device), "attribute");
+    timeline.mark("capability");
+    const kiln::RuntimeOptions options = kiln::RuntimeOptions::from_environment();
+    timeline.mark("environment");
+    const kiln::RuntimeOptions again = kiln::RuntimeOptions::from_environment();
+    timeline.mark("environment-again");
+  } else if (mode == "extract") {
+    for (int round = 0; round < 2; ++round) {
+      const kiln::Bundle bundle = unwrap(kiln::Bundle::open(bundle_bytes, "bundle"), "kiln::Bundle::open");
+      timeline.mark("open");
+      const kiln::ImageTarget wanted{kiln::ImageKind::Cubin, kiln::Arch{{device.major, device.minor}}};
+      for (std::size_t index = 0; index < bundle.images().size(); ++index) {
+        const kiln::ImageInfo& image = bundle.images()[index];
+        if (!(image.target == wanted) ||
+            std::find(image.kernels.begin(), image.kernels.end(), kAddFloat.mangled) == image.kernels.end()) {
+          continue;
+        }
+        const kiln::Bytes cubin = unwrap(bundle.extract(index), "extracting add<float>'s cubin");
+        timeline.mark("extract");
+        timeline.note("bytes=" + std::to_string(cubin.size()));
+        break;
+      }
+    }
   } else if (mode == "raw-all") {
     std::chrono::duration<double, std::milli> loads{}, lookups{};
     for (const Cubin& cubin : cubins) {

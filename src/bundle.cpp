@@ -189,7 +189,7 @@ std::string operator+(const ImageLabel& label, std::string_view rest) { return l
 
 class Parser {
  public:
-  Parser(ByteView available, BundleData& state) : available_(available), state_(state) {}
+  Parser(ByteView available, BundleData& state, OpenCheck check) : available_(available), state_(state), check_(check) {}
 
   Result<void> run() {
     for (auto step : {&Parser::check_header, &Parser::check_checksums, &Parser::check_sections,
@@ -265,6 +265,22 @@ class Parser {
                       hex(header_sum) + ")",
                   kHintCorrupt);
     }
+    const bool has_tables_checksum = header_.format_version >= f::kFirstVersionWithTablesChecksum;
+    if (has_tables_checksum) {
+      // The tables end where the image data starts; check_sections() has not vetted that offset yet.
+      if (header_.data_offset < f::kHeaderSize || header_.data_offset > header_.total_size) {
+        return fail("image data offset " + hex(header_.data_offset) + " lies outside the bundle (" +
+                        plural(header_.total_size, "byte") + ")",
+                    kHintMalformed);
+      }
+      const ByteView tables = state_.bytes.subspan(f::kHeaderSize, header_.data_offset - f::kHeaderSize);
+      if (const std::uint64_t tables_sum = checksum64(tables); tables_sum != header_.tables_checksum) {
+        return fail("tables checksum " + hex(header_.tables_checksum) + " does not match the bytes before the image data (" +
+                        hex(tables_sum) + ")",
+                    kHintCorrupt);
+      }
+    }
+    if (check_ == OpenCheck::TablesThenImagesOnUse && has_tables_checksum) return {};
     const std::uint64_t content_sum = checksum64(state_.bytes.subspan(f::kHeaderSize));
     if (content_sum != header_.content_checksum) {
       return fail("content checksum " + hex(header_.content_checksum) + " does not match the bytes after the header (" +
@@ -278,8 +294,10 @@ class Parser {
   // inside the bundle: so no section overlaps another, and every later check is against these bounds.
   Result<void> check_sections() {
     const std::uint64_t total = header_.total_size;
-    if (header_.reserved0 != 0 || std::any_of(std::begin(header_.reserved1), std::end(header_.reserved1),
-                                              [](std::uint8_t byte) { return byte != 0; })) {
+    const bool v1_tables_checksum_set =
+        header_.format_version < f::kFirstVersionWithTablesChecksum && header_.tables_checksum != 0;
+    if (header_.reserved0 != 0 || v1_tables_checksum_set ||
+        std::any_of(std::begin(header_.reserved1), std::end(header_.reserved1), [](std::uint8_t byte) { return byte != 0; })) {
       return fail("reserved header bytes are not zero", kHintMalformed);
     }
     if (header_.entry_size != f::kEntrySize) {
@@ -579,6 +597,7 @@ class Parser {
 
   ByteView available_;
   BundleData& state_;
+  OpenCheck check_;
   f::Header header_{};
   std::vector<std::string_view> refs_;
   std::vector<std::uint32_t> depth_;  // dictionary chain length of each image
@@ -594,17 +613,17 @@ const BundleData& empty_state() {
 
 }  // namespace
 
-Result<Bundle> Bundle::open(ByteView bytes, std::string name) {
+Result<Bundle> Bundle::open(ByteView bytes, std::string name, OpenCheck check) {
   auto state = std::make_shared<State>();
   state->name = std::move(name);
-  Parser parser(bytes, *state);
+  Parser parser(bytes, *state, check);
   if (auto parsed = parser.run(); !parsed) return std::move(parsed).error();
   Bundle bundle;
   bundle.state_ = std::move(state);
   return bundle;
 }
 
-Result<Bundle> Bundle::open_file(const std::filesystem::path& path) {
+Result<Bundle> Bundle::open_file(const std::filesystem::path& path, OpenCheck check) {
   const std::string name = path.string();
   std::ifstream file(path, std::ios::binary | std::ios::ate);
   if (!file) {
@@ -626,7 +645,7 @@ Result<Bundle> Bundle::open_file(const std::filesystem::path& path) {
                                          plural(static_cast<std::uint64_t>(size), "byte"),
                       name, "check that the file is not being written while it is read");
   }
-  Parser parser(state->owned, *state);
+  Parser parser(state->owned, *state, check);
   if (auto parsed = parser.run(); !parsed) return std::move(parsed).error();
   Bundle bundle;
   bundle.state_ = std::move(state);
@@ -1076,6 +1095,7 @@ Result<Bytes> write_bundle(const std::vector<Image>& images, const BundleMetadat
   }
   std::copy(strings.bytes().begin(), strings.bytes().end(), out.begin() + static_cast<std::ptrdiff_t>(header.strings_offset));
 
+  header.tables_checksum = checksum64(ByteView(out).subspan(f::kHeaderSize, header.data_offset - f::kHeaderSize));
   header.content_checksum = checksum64(ByteView(out).subspan(f::kHeaderSize));
   header.header_checksum = 0;
   f::encode(header, out.data());

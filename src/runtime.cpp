@@ -664,14 +664,16 @@ Result<Runtime> Runtime::create(std::shared_ptr<Driver> driver, std::shared_ptr<
   return Runtime(std::move(state));
 }
 
+// The runtime checks the header and tables at load and each image when it is used: a start reads
+// the images it needs, not every architecture's (OpenCheck).
 Result<Module> Runtime::load(ByteView bundle, std::string name) const {
-  Result<Bundle> opened = Bundle::open(bundle, std::move(name));
+  Result<Bundle> opened = Bundle::open(bundle, std::move(name), OpenCheck::TablesThenImagesOnUse);
   if (!opened) return opened.error();
   return Module(std::make_shared<Module::State>(state_, std::move(*opened)));
 }
 
 Result<Module> Runtime::load_file(const std::filesystem::path& path) const {
-  Result<Bundle> opened = Bundle::open_file(path);
+  Result<Bundle> opened = Bundle::open_file(path, OpenCheck::TablesThenImagesOnUse);
   if (!opened) return opened.error();
   return Module(std::make_shared<Module::State>(state_, std::move(*opened)));
 }

@@ -61,13 +61,27 @@ struct ImageInfo {
   std::optional<std::size_t> dictionary;    // the earlier image whose raw bytes prime this one's zstd frame
 };
 
+// How much of a bundle open() reads to check it. Every header field, table entry, offset and
+// size is checked either way; the difference is what the checksums cover at open.
+enum class OpenCheck {
+  // The header, the tables and every byte after them (content_checksum): what tools do.
+  WholeFile,
+  // The header and the tables (tables_checksum) only; each image is still checked against its own
+  // checksums when it is extracted. What the runtime does, so that a start reads what it uses,
+  // not every image of every architecture. Version 1 bundles have no tables checksum: for them
+  // this is WholeFile.
+  TablesThenImagesOnUse,
+};
+
 // A validated bundle. open() checks every header field, offset and size before anything is
 // used; extract() bounds decompression by the declared raw size and verifies the content hash.
 class Bundle {
  public:
   // `bytes` must outlive the Bundle (embedded bundles are static data, so nothing is copied).
-  [[nodiscard]] static Result<Bundle> open(ByteView bytes, std::string name = "bundle");
-  [[nodiscard]] static Result<Bundle> open_file(const std::filesystem::path& path);
+  [[nodiscard]] static Result<Bundle> open(ByteView bytes, std::string name = "bundle",
+                                           OpenCheck check = OpenCheck::WholeFile);
+  [[nodiscard]] static Result<Bundle> open_file(const std::filesystem::path& path,
+                                                OpenCheck check = OpenCheck::WholeFile);
 
   [[nodiscard]] const std::string& name() const noexcept;
   [[nodiscard]] std::uint32_t format_version() const noexcept;

@@ -3,7 +3,7 @@
 //
 // Layout (offsets from the start of the bundle, every number little-endian):
 //
-//   [ header        ]  kHeaderSize (v1) bytes; header_size says how many, so it can grow
+//   [ header        ]  kHeaderSize bytes (v1, v2); header_size says how many, so it can grow
 //   [ entry table   ]  image_count entries of entry_size bytes, one per image
 //   [ string refs   ]  ref_count {offset, length} pairs into the string bytes
 //   [ string bytes  ]  kernel names and metadata keys/values, each stored once, NUL-terminated
@@ -36,8 +36,12 @@ inline constexpr std::array<std::uint8_t, 8> kMagic = {'K', 'I', 'L', 'N', 'B', 
 // the reader must keep reading them, or the golden test must be changed on purpose to expect the
 // "unsupported version" error. header_size and entry_size let a later version append fields while
 // every v1 offset stays where it is.
-inline constexpr std::uint32_t kFormatVersion = 1;
+//
+// Versions: 1, the first. 2 adds tables_checksum (in what v1 reserved), so a reader can check the
+// header and tables alone and each image as it is extracted, without reading the whole bundle.
+inline constexpr std::uint32_t kFormatVersion = 2;
 inline constexpr std::uint32_t kOldestReadableVersion = 1;
+inline constexpr std::uint32_t kFirstVersionWithTablesChecksum = 2;
 
 inline constexpr std::uint64_t kBundleAlignment = 8;  // total_size, and so the start of a concatenated bundle
 inline constexpr std::uint64_t kSectionAlignment = 8; // entries, refs, string bytes
@@ -88,7 +92,8 @@ struct Header {
   std::uint64_t strings_size;        //  88
   std::uint64_t data_offset;         //  96  image data area; a multiple of kImageAlignment
   std::uint64_t data_size;           // 104
-  std::uint8_t reserved1[16];        // 112  0
+  std::uint64_t tables_checksum;     // 112  v2: checksum64 of bytes [header_size, data_offset); v1: 0
+  std::uint8_t reserved1[8];         // 120  0
 };
 inline constexpr std::size_t kHeaderSize = 128;
 
@@ -151,6 +156,7 @@ constexpr void visit_fields(HeaderRef& h, Visit&& visit) {
   visit(h.strings_size, offsetof(Header, strings_size));
   visit(h.data_offset, offsetof(Header, data_offset));
   visit(h.data_size, offsetof(Header, data_size));
+  visit(h.tables_checksum, offsetof(Header, tables_checksum));
   visit(h.reserved1, offsetof(Header, reserved1));
 }
 

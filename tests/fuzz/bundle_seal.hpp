@@ -37,6 +37,10 @@ inline void seal(std::span<std::uint8_t> bytes, SealOptions options = {}) {
       f::encode(entry, bytes.data() + at);
     }
   }
+  if (header.format_version >= f::kFirstVersionWithTablesChecksum && header.data_offset >= f::kHeaderSize &&
+      header.data_offset <= end) {
+    header.tables_checksum = checksum64(ByteView(bytes).subspan(f::kHeaderSize, header.data_offset - f::kHeaderSize));
+  }
   header.content_checksum = checksum64(ByteView(bytes).subspan(f::kHeaderSize, end - f::kHeaderSize));
   header.header_checksum = 0;
   f::encode(header, bytes.data());

@@ -4,7 +4,9 @@
 //
 // Input: one mode byte, then the bundle. Mode bit 0 re-seals the checksums first, so that the
 // fuzzer's mutations reach the structural checks rather than all dying at "checksum mismatch";
-// bit 1 then leaves each image's stored-bytes checksum as it is, to reach that check too.
+// bit 1 then leaves each image's stored-bytes checksum as it is, to reach that check too. Bit 2
+// opens as the runtime does (OpenCheck::TablesThenImagesOnUse), so that damage behind the tables
+// reaches extract().
 #include <cstdio>
 #include <cstdlib>
 
@@ -36,10 +38,15 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   kiln::Bytes bytes(data + 1, data + size);
   if (data[0] & 1) kiln::testing::seal(bytes, {.image_checksums = (data[0] & 2) == 0});
 
-  auto bundle = kiln::Bundle::open(bytes, "fuzz.kiln");
+  const kiln::OpenCheck check = (data[0] & 4) ? kiln::OpenCheck::TablesThenImagesOnUse : kiln::OpenCheck::WholeFile;
+  auto bundle = kiln::Bundle::open(bytes, "fuzz.kiln", check);
   if (!bundle) {
     require_bundle_error(bundle.error());
     return 0;
+  }
+  if (check == kiln::OpenCheck::WholeFile) {
+    require(kiln::Bundle::open(bytes, "fuzz.kiln", kiln::OpenCheck::TablesThenImagesOnUse).ok(),
+            "a bundle that opens whole opens by its tables too");
   }
   require(bundle->file_size() <= bytes.size() && bundle->file_size() % 8 == 0, "the bundle lies within the input");
   require(bundle->targets().size() == bundle->images().size(), "one target per image");

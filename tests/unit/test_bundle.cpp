@@ -85,6 +85,15 @@ void expect_same_images(const Bundle& bundle, const std::vector<Image>& images) 
 
 f::Header header_of(const Bytes& bytes) { return f::decode<f::Header>(bytes.data()); }
 
+// Recomputes the header checksum alone, so that a check behind it sees the edit.
+void reseal_header(Bytes& bytes) {
+  f::Header header = header_of(bytes);
+  header.header_checksum = 0;
+  f::encode(header, bytes.data());
+  header.header_checksum = checksum64(ByteView(bytes).first(f::kHeaderSize));
+  f::encode(header, bytes.data());
+}
+
 Bytes with_header(Bytes bytes, const std::function<void(f::Header&)>& edit, bool seal = true) {
   f::Header header = header_of(bytes);
   edit(header);
@@ -549,7 +558,8 @@ TEST(BundleReader, RejectsEachBadHeaderField) {
   auto header_error = [&](const std::function<void(f::Header&)>& edit) { return open_error(with_header(bytes, edit)); };
 
   EXPECT_MESSAGE(header_error([](f::Header& h) { h.magic[7] = 'X'; }), "not a kiln bundle");
-  EXPECT_MESSAGE(header_error([](f::Header& h) { h.format_version = 2; }), "format version 2 is newer than this reader");
+  EXPECT_MESSAGE(header_error([](f::Header& h) { h.format_version = f::kFormatVersion + 1; }),
+                 "format version " + std::to_string(f::kFormatVersion + 1) + " is newer than this reader");
   EXPECT_MESSAGE(header_error([](f::Header& h) { h.format_version = 0; }), "format version 0 does not exist");
   EXPECT_MESSAGE(header_error([](f::Header& h) { h.header_size = 136; }), "header size 136 is not the 128 bytes");
   EXPECT_MESSAGE(header_error([](f::Header& h) { h.total_size -= 4; }), "is not a multiple of 8");
@@ -560,14 +570,21 @@ TEST(BundleReader, RejectsEachBadHeaderField) {
                  "header checksum");
   Bytes content_changed = bytes;
   content_changed.back() ^= 1;  // padding: covered by the content checksum all the same
-  f::Header resealed = header_of(content_changed);
-  resealed.header_checksum = 0;
-  f::encode(resealed, content_changed.data());
-  resealed.header_checksum = checksum64(ByteView(content_changed).first(f::kHeaderSize));
-  f::encode(resealed, content_changed.data());
+  reseal_header(content_changed);
   EXPECT_MESSAGE(open_error(content_changed), "content checksum");
   EXPECT_MESSAGE(header_error([](f::Header& h) { h.reserved0 = 1; }), "reserved header bytes are not zero");
-  EXPECT_MESSAGE(header_error([](f::Header& h) { h.reserved1[15] = 1; }), "reserved header bytes are not zero");
+  EXPECT_MESSAGE(header_error([](f::Header& h) { h.reserved1[7] = 1; }), "reserved header bytes are not zero");
+  // Version 1 reserved the bytes that version 2 gives the tables checksum.
+  EXPECT_MESSAGE(header_error([](f::Header& h) {
+                   h.format_version = 1;
+                   h.tables_checksum = 1;
+                 }),
+                 "reserved header bytes are not zero");
+  Bytes tables_checksum_wrong = with_header(bytes, [](f::Header& h) { h.tables_checksum ^= 1; }, false);
+  reseal_header(tables_checksum_wrong);
+  EXPECT_MESSAGE(open_error(tables_checksum_wrong), "tables checksum");
+  EXPECT_MESSAGE(header_error([&](f::Header& h) { h.data_offset = h.total_size + 64; }),
+                 "image data offset 0x");
   EXPECT_MESSAGE(header_error([](f::Header& h) { h.entry_size = 72; }), "entry size 72 is not the 64 bytes");
   EXPECT_MESSAGE(header_error([](f::Header& h) { h.image_count = 0xFFFFFFFF; }), "reader's limit");
   EXPECT_MESSAGE(header_error([](f::Header& h) { h.image_count += 1; }), "string refs offset");
@@ -723,6 +740,46 @@ TEST(BundleReader, ExtractRejectsStoredBytesThatDoNotMatchTheirChecksum) {
   EXPECT_MESSAGE(extract_error(bytes, 1), "image 0 (sm_80): stored-bytes checksum");
   EXPECT_MESSAGE(extract_error(bytes, 2), "image 0 (sm_80): stored-bytes checksum");
   EXPECT_EQ(extract_error(bytes, 4), "(extracted)");
+}
+
+// What the runtime opens with: the header and tables are checked at open, each image when extracted.
+TEST(BundleReader, TablesThenImagesOnUseChecksTheTablesAtOpenAndEachImageWhenExtracted) {
+  const Bytes original = feature_bundle();
+  const f::Header header = header_of(original);
+
+  Bytes damaged_image = original;
+  damaged_image[entry_of(damaged_image, 4).data_offset + 3] ^= 0x40;  // no checksum resealed
+  EXPECT_MESSAGE(open_error(damaged_image), "content checksum");
+  auto light = Bundle::open(damaged_image, "test.kiln", OpenCheck::TablesThenImagesOnUse);
+  ASSERT_TRUE(light.ok()) << light.error().describe();
+  auto damaged = light->extract(4);
+  ASSERT_FALSE(damaged.ok());
+  EXPECT_MESSAGE(damaged.error().message, "image 4 (compute_100f): stored-bytes checksum");
+  // The others extract to their true bytes, unless image 4 primes them (then they fail the same way).
+  const std::vector<Image> images = feature_images();
+  for (std::size_t i = 0; i < images.size(); ++i) {
+    if (i == 4) continue;
+    auto image = light->extract(i);
+    if (image.ok()) {
+      EXPECT_EQ(*image, images[i].bytes) << "image " << i;
+    } else {
+      EXPECT_MESSAGE(image.error().message, "image 4 (compute_100f): stored-bytes checksum");
+    }
+  }
+  EXPECT_TRUE(light->extract(0).ok()) << "image 0 has no dictionary";
+
+  // Every byte of the tables is covered at open, even with the content checksum resealed.
+  for (std::uint64_t at = f::kHeaderSize; at < header.data_offset; ++at) {
+    Bytes bytes = original;
+    bytes[at] ^= 0x01;
+    f::Header resealed = header_of(bytes);
+    resealed.content_checksum = checksum64(ByteView(bytes).subspan(f::kHeaderSize));
+    f::encode(resealed, bytes.data());
+    reseal_header(bytes);
+    auto opened = Bundle::open(bytes, "test.kiln", OpenCheck::TablesThenImagesOnUse);
+    ASSERT_FALSE(opened.ok()) << "table byte " << at << " went unnoticed";
+    EXPECT_MESSAGE(opened.error().message, "tables checksum");
+  }
 }
 
 TEST(BundleReader, ExtractRejectsContentThatDoesNotMatchItsHash) {

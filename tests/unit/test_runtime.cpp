@@ -16,6 +16,7 @@
 #include <sstream>
 #include <thread>
 
+#include "kiln/bundle_format.hpp"
 #include "kiln/doctor.hpp"
 #include "kiln/runtime.hpp"
 
@@ -301,6 +302,31 @@ TEST_F(RuntimeTest, EachDeviceGetsItsOwnSelectionAndModule) {
   kernel_or_fail(module, "saxpy", 1);
   const std::vector<std::pair<int, std::string>> expected_loads = {{0, "sm_90"}, {1, "sm_80"}, {2, "sm_120"}};
   EXPECT_EQ(driver_->loads, expected_loads);
+}
+
+// The runtime checks the bundle's tables at load and an image when it uses it: damage in an image
+// that no device needs costs nothing, damage in the one a device needs is an error naming it.
+TEST_F(RuntimeTest, ADamagedImageFailsOnlyTheDeviceThatNeedsIt) {
+  Runtime runtime = make_runtime({kHopper, kAmpere86});
+  Result<Bytes> written = write_bundle({cubin_image("sm_90"), cubin_image("sm_80")}, {}, WriteOptions{.codec = Codec::None});
+  ASSERT_TRUE(written.ok()) << written.error().describe();
+  Bytes& bytes = bundles_.emplace_back(std::move(*written));
+  Result<Bundle> whole = Bundle::open(bytes);
+  ASSERT_TRUE(whole.ok());
+  const std::size_t sm80 = whole->images()[0].target.name() == "sm_80" ? 0 : 1;
+  const std::uint64_t sm80_offset = format::decode<format::Entry>(
+      bytes.data() + format::decode<format::Header>(bytes.data()).entries_offset + sm80 * format::kEntrySize).data_offset;
+  bytes[sm80_offset + 1] ^= 0x20;  // no checksum resealed
+
+  ASSERT_FALSE(Bundle::open(bytes).ok()) << "a whole-file check sees the damage";
+  Result<Module> module = runtime.load(bytes, "damaged.kiln");
+  ASSERT_TRUE(module.ok()) << module.error().describe();
+  EXPECT_EQ(kernel_or_fail(*module, "add", 0).record().image, "sm_90");
+  Result<Kernel> on_ampere = module->kernel("add", 1);
+  ASSERT_FALSE(on_ampere.ok());
+  EXPECT_NE(on_ampere.error().message.find("(sm_80): stored-bytes checksum"), std::string::npos)
+      << on_ampere.error().describe();
+  EXPECT_NE(on_ampere.error().describe().find("damaged.kiln"), std::string::npos) << on_ampere.error().describe();
 }
 
 TEST_F(RuntimeTest, ForceJitIgnoresCubins) {
