@@ -43,7 +43,6 @@ struct Job {
 struct JobResult {
   std::vector<Image> images;  // cubin first, then PTX
   std::string warnings;
-  std::vector<std::string> cache_warnings;
   std::optional<Error> error;
 };
 
@@ -158,8 +157,7 @@ JobResult run_job(const Job& job, const PreparedSource& source, const nvrtc::Too
     }
     result.warnings = std::move(compiled->warnings);
     auto store = [&](const Hash128& key, std::string_view kind, ByteView bytes) {
-      if (!cache) return;
-      if (auto stored = cache->store(key, kind, bytes); !stored) result.cache_warnings.push_back(stored.error().describe());
+      if (cache) cache->store(key, kind, bytes);
     };
     if (need_cubin) {
       store(cubin_key, "cubin", compiled->cubin);
@@ -204,8 +202,7 @@ JobResult run_split_job(const Job& job, const PreparedSource& source, const nvrt
   std::optional<Bytes> ptx = cache ? cache->load(ptx_key, "ptx") : std::nullopt;
   bool all_cached = ptx.has_value();
   auto store = [&](const Hash128& key, std::string_view kind, ByteView bytes) {
-    if (!cache) return;
-    if (auto stored = cache->store(key, kind, bytes); !stored) result.cache_warnings.push_back(stored.error().describe());
+    if (cache) cache->store(key, kind, bytes);
   };
   if (!ptx) {
     auto compiled = nvrtc::compile_unit(toolchain, source.unit, job.arch, false, true, context);
@@ -224,7 +221,6 @@ JobResult run_split_job(const Job& job, const PreparedSource& source, const nvrt
     JobResult whole_result = run_job(whole, source, toolchain, cache, false, report);
     if (whole_result.error) return whole_result;
     result.images = std::move(whole_result.images);
-    for (std::string& warning : whole_result.cache_warnings) result.cache_warnings.push_back(std::move(warning));
   } else {
     for (const std::string& kernel : module->entries()) {
       const Hash128 key = KeyBuilder()
@@ -388,9 +384,6 @@ Result<CompileOutput> compile(const std::vector<std::filesystem::path>& sources,
       if (!result.warnings.empty() && seen_warnings.insert(result.warnings).second) {
         output.warnings.push_back(source.given.filename().string() + ": " + result.warnings);
       }
-      for (auto& warning : result.cache_warnings) {
-        if (seen_warnings.insert(warning).second) output.warnings.push_back(std::move(warning));
-      }
       for (Image& image : result.images) {
         kernels.insert(image.kernels.begin(), image.kernels.end());
         if (jobs[job].discard) continue;
@@ -413,6 +406,9 @@ Result<CompileOutput> compile(const std::vector<std::filesystem::path>& sources,
   std::sort(output.dependencies.begin(), output.dependencies.end());
   output.dependencies.erase(std::unique(output.dependencies.begin(), output.dependencies.end()),
                             output.dependencies.end());
+  if (cache) {
+    for (std::string& warning : cache->warnings()) output.warnings.push_back(std::move(warning));
+  }
   return output;
 }
 

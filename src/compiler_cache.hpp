@@ -1,17 +1,18 @@
-// The offline compiler's content-hash cache: one file per compiled output, named
-// "<32 hex key>.<kind>" (kind: "cubin", "ptx"), kept apart from the runtime's JIT cache.
-//
-// An entry is "KILNBLD1", the payload's size (u64 LE), its XXH3-64 (u64 LE), the payload.
-// Entries are written to a unique temporary file in the same directory and renamed into
-// place, so readers need no lock and never see half an entry; two builds racing on one key
-// both compile and the last rename wins with identical bytes. A damaged entry is deleted and
-// compiled again. The directory is created private (0700) on first store; links are not followed.
+// The offline compiler's content-hash cache: a DiskCache of its own under <cache>/build, so it
+// has what the JIT cache has (atomic writes, checksummed entries with their key inside,
+// KILN_CACHE_MAX_SIZE with least-recently-used eviction, a private directory, links not followed)
+// and `kiln cache` manages both. Each compiled output is one entry, keyed by its compile key and
+// its kind ("cubin", "ptx").
 #pragma once
 
 #include <filesystem>
+#include <mutex>
 #include <optional>
+#include <string>
 #include <string_view>
+#include <vector>
 
+#include "kiln/cache.hpp"
 #include "kiln/error.hpp"
 #include "kiln/hash.hpp"
 
@@ -19,17 +20,23 @@ namespace kiln {
 
 class CompileCache {
  public:
-  explicit CompileCache(std::filesystem::path directory) : directory_(std::move(directory)) {}
+  explicit CompileCache(std::filesystem::path directory);
 
-  // The payload if the entry exists and is intact; nullopt otherwise.
+  // The payload if the entry exists and is intact; nullopt otherwise (a damaged one is deleted).
   [[nodiscard]] std::optional<Bytes> load(const Hash128& key, std::string_view kind) const;
-  Result<void> store(const Hash128& key, std::string_view kind, ByteView payload) const;
+  // Best effort: a failed write turns the cache off for writes and leaves one warning.
+  void store(const Hash128& key, std::string_view kind, ByteView payload) const;
+  // What went wrong with the cache during the build: at most one warning.
+  [[nodiscard]] std::vector<std::string> warnings() const;
 
-  [[nodiscard]] const std::filesystem::path& directory() const noexcept { return directory_; }
+  struct Warnings {
+    std::mutex mutex;
+    std::vector<std::string> messages;
+  };
 
  private:
-  [[nodiscard]] std::filesystem::path entry_path(const Hash128& key, std::string_view kind) const;
-  std::filesystem::path directory_;
+  std::shared_ptr<Warnings> warnings_;
+  mutable DiskCache cache_;  // a handle: its state is shared and guarded inside
 };
 
 }  // namespace kiln

@@ -57,6 +57,10 @@ struct CompileOutput {
   std::vector<std::string> warnings;
 };
 
+// Where `kiln build` keeps its compile cache: build/ under the cache directory
+// (DiskCache::default_directory()), a DiskCache of its own that `kiln cache` also manages.
+[[nodiscard]] std::filesystem::path default_compile_cache_directory();
+
 // Compiles all sources for all targets in parallel. A compile error carries the NVRTC log
 // (file and line) in Error::log. Output order is deterministic: per source, in source order,
 // its cubins by architecture, then its PTX, then its source image. The toolkit's headers

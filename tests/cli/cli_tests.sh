@@ -183,6 +183,18 @@ cache_commands)
   expect 2 "$kiln" cache prune --max-size lots
   expect 2 "$kiln" cache stats --max-size 1M
   expect 0 "$kiln" cache clear
+  # kiln build's compile cache lives in build/ under the same directory and is managed too.
+  expect 0 "$kiln" build "$data/kernels.cu" -I "$data/include" -o "$work/c.kiln" -q --devices sm_80 --ptx none
+  expect 0 "$kiln" cache stats --json
+  json "assert d['entries']==0 and d['build']['entries']==1 and d['build']['directory'].endswith('/cache/build'), d" ||
+    failures=$((failures + 1))
+  expect 0 "$kiln" cache list --json
+  json "assert [e['cache'] for e in d['entries']]==['build'], d" || failures=$((failures + 1))
+  expect 0 "$kiln" cache prune --max-size 1 --json
+  json "assert d['removed']==1 and d['by_cache']=={'jit':0,'build':1}, d" || failures=$((failures + 1))
+  expect 0 "$kiln" build "$data/kernels.cu" -I "$data/include" -o "$work/c.kiln" -q --devices sm_80 --ptx none
+  expect 0 "$kiln" cache clear
+  contains "compile cache (kiln build) 1" "$out"
   ;;
 doctor_no_gpu)
   expect 0 "$kiln" doctor

@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "elf.hpp"
+#include "kiln/cache.hpp"
 #include "kiln/compiler.hpp"
 #include "nvrtc.hpp"
 #include "source_image.hpp"
@@ -355,16 +356,18 @@ TEST_F(compiler_cache, SecondBuildHitsAndHeaderEditMisses) {
     EXPECT_EQ(last_.images[index].bytes, first_images[index].bytes);
     EXPECT_EQ(last_.images[index].kernels, first_images[index].kernels);
   }
-  // Private directory, entries named <key>.<kind>.
+  // A private directory of DiskCache entries ("kiln-<key>.bin"), one per compiled output.
   EXPECT_EQ(fs::status(*options_.cache_dir).permissions() & fs::perms::all, fs::perms::owner_all);
   std::size_t entries = 0;
   for (const auto& entry : fs::directory_iterator(*options_.cache_dir)) {
     const std::string name = entry.path().filename().string();
-    EXPECT_TRUE(name.ends_with(".cubin") || name.ends_with(".ptx")) << name;
-    EXPECT_EQ(name.find('.'), 32u) << name;
+    EXPECT_TRUE(name.starts_with("kiln-") && name.ends_with(".bin")) << name;
     ++entries;
   }
   EXPECT_EQ(entries, 3u);
+  Result<CacheStats> stats = DiskCache(*options_.cache_dir, CachePolicy{}).stats();
+  ASSERT_TRUE(stats.ok()) << stats.error().describe();
+  EXPECT_EQ(stats->entries, 3u) << "kiln cache sees the compile cache's entries";
 
   // A header two levels down changes: everything is compiled again.
   write_file(work_.path() / "include" / "detail" / "factor.cuh",

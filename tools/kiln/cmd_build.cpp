@@ -258,7 +258,7 @@ Result<void> run_build(const BuildArgs& args) {
       options.include_dirs = args.include_dirs;
       options.defines = args.defines;
       options.jobs = 1;
-      options.cache_dir = DiskCache::default_directory() / "build";
+      options.cache_dir = default_compile_cache_directory();
       const CompileSlot slot(*options.cache_dir / "slots", std::max(1u, std::thread::hardware_concurrency()));
       (void)compile({args.sources[unit.source]}, options);  // the parent reports failures
     }
@@ -273,7 +273,7 @@ Result<void> run_build(const BuildArgs& args) {
   options.include_dirs = args.include_dirs;
   options.defines = args.defines;
   options.jobs = args.jobs;
-  if (!args.no_cache) options.cache_dir = DiskCache::default_directory() / "build";
+  if (!args.no_cache) options.cache_dir = default_compile_cache_directory();
   ProgressLine progress(!args.quiet);
   options.on_progress = [&progress](const CompileProgress& step) { progress.update(step); };
   if (options.cache_dir) {

@@ -6,10 +6,35 @@
 
 #include "commands.hpp"
 #include "kiln/cache.hpp"
+#include "kiln/compiler.hpp"
 #include "kiln/doctor.hpp"
 #include "kiln/runtime.hpp"
 
 namespace kiln::cli {
+
+namespace {
+
+// The caches under the cache directory: the runtime's JIT cache and, in its build/, kiln build's
+// compile cache. Both are DiskCaches under the same KILN_CACHE_MAX_SIZE, each on its own.
+struct NamedCache {
+  const char* id;     // in --json output
+  const char* title;  // in text output
+  DiskCache cache;
+};
+
+std::vector<NamedCache> caches(const CachePolicy& policy) {
+  return {{"jit", "JIT cache", DiskCache(DiskCache::default_directory(), policy)},
+          {"build", "compile cache (kiln build)", DiskCache(default_compile_cache_directory(), policy)}};
+}
+
+std::string timestamp(std::chrono::system_clock::time_point time) {
+  const std::time_t when = std::chrono::system_clock::to_time_t(time);
+  char stamp[32];
+  std::strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&when));
+  return stamp;
+}
+
+}  // namespace
 
 Result<void> run_cache(const std::string& action, const std::string& max_size, bool json) {
   CachePolicy policy = DiskCache::policy_from_environment();
@@ -19,42 +44,55 @@ Result<void> run_cache(const std::string& action, const std::string& max_size, b
     if (!bytes) return bytes.error();
     policy.max_bytes = *bytes;
   }
-  DiskCache cache(DiskCache::default_directory(), policy);
+  std::vector<NamedCache> all = caches(policy);
   nlohmann::ordered_json out;
 
   if (action == "stats") {
-    auto stats = cache.stats();
-    if (!stats) return stats.error();
-    if (json) {
-      out = {{"directory", stats->directory.string()}, {"entries", stats->entries}, {"bytes", stats->bytes},
-             {"max_bytes", stats->max_bytes}};
-    } else {
-      std::printf("directory: %s\nentries:   %llu\nsize:      %llu bytes (limit %llu)\n", stats->directory.c_str(),
-                  static_cast<unsigned long long>(stats->entries), static_cast<unsigned long long>(stats->bytes),
-                  static_cast<unsigned long long>(stats->max_bytes));
+    for (NamedCache& named : all) {
+      auto stats = named.cache.stats();
+      if (!stats) return stats.error();
+      nlohmann::ordered_json fields = {{"directory", stats->directory.string()}, {"entries", stats->entries},
+                                       {"bytes", stats->bytes}, {"max_bytes", stats->max_bytes}};
+      // The JIT cache's fields stay at the top level, where they were before the compile cache joined.
+      if (std::string_view(named.id) == "jit") {
+        out = fields;
+      } else {
+        out[named.id] = fields;
+      }
+      if (!json) {
+        std::printf("%s\n  directory: %s\n  entries:   %llu\n  size:      %llu bytes (limit %llu)\n", named.title,
+                    stats->directory.c_str(), static_cast<unsigned long long>(stats->entries),
+                    static_cast<unsigned long long>(stats->bytes), static_cast<unsigned long long>(stats->max_bytes));
+      }
     }
   } else if (action == "list") {
-    auto entries = cache.list();
-    if (!entries) return entries.error();
     out["entries"] = nlohmann::ordered_json::array();
-    for (const CacheEntryInfo& entry : *entries) {
-      const std::time_t when = std::chrono::system_clock::to_time_t(entry.last_used);
-      char stamp[32];
-      std::strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&when));
-      if (json) {
-        out["entries"].push_back({{"key", entry.key}, {"bytes", entry.bytes}, {"last_used", stamp}});
-      } else {
-        std::printf("%s %10llu  %s\n", entry.key.c_str(), static_cast<unsigned long long>(entry.bytes), stamp);
+    for (NamedCache& named : all) {
+      auto entries = named.cache.list();
+      if (!entries) return entries.error();
+      for (const CacheEntryInfo& entry : *entries) {
+        const std::string stamp = timestamp(entry.last_used);
+        if (json) {
+          out["entries"].push_back({{"key", entry.key}, {"bytes", entry.bytes}, {"last_used", stamp}, {"cache", named.id}});
+        } else {
+          std::printf("%s %10llu  %s  %s\n", entry.key.c_str(), static_cast<unsigned long long>(entry.bytes),
+                      stamp.c_str(), named.id);
+        }
       }
     }
   } else {
-    auto removed = action == "prune" ? cache.prune(policy) : cache.clear();
-    if (!removed) return removed.error();
-    if (json) {
-      out = {{"removed", *removed}};
-    } else {
-      std::printf("removed %llu entries\n", static_cast<unsigned long long>(*removed));
+    std::uint64_t total = 0;
+    nlohmann::ordered_json by_cache;
+    std::string detail;
+    for (NamedCache& named : all) {
+      auto removed = action == "prune" ? named.cache.prune(policy) : named.cache.clear();
+      if (!removed) return removed.error();
+      total += *removed;
+      by_cache[named.id] = *removed;
+      detail += (detail.empty() ? "" : ", ") + std::string(named.title) + " " + std::to_string(*removed);
     }
+    out = {{"removed", total}, {"by_cache", by_cache}};
+    if (!json) std::printf("removed %llu entries (%s)\n", static_cast<unsigned long long>(total), detail.c_str());
   }
   if (json) std::cout << out.dump(2) << "\n";
   return {};
