@@ -32,6 +32,7 @@
 #include "cuda_api.hpp"
 #include "kiln/bundle.hpp"
 #include "kiln/catalog.hpp"
+#include "kiln/doctor.hpp"
 #include "kiln/runtime.hpp"
 #include "kiln/select.hpp"
 #include "support.hpp"
@@ -48,7 +49,17 @@ using Clock = std::chrono::steady_clock;
 // and load costs, not the arithmetic, decide the time.
 constexpr long long kAddElements = 1 << 20;
 
-enum class Variant { RawCubin, RawCubinSplit, DriverPtxJit, DriverPtxWarm, KilnAot, KilnAotSplit, KilnJitCold, KilnJitWarm };
+enum class Variant {
+  RawCubin,
+  RawCubinSplit,
+  DriverPtxJit,
+  DriverPtxWarm,
+  KilnAot,
+  KilnAotSplit,
+  KilnJitCold,
+  KilnJitWarm,
+  KilnJitPrewarmed
+};
 enum class Measure { FirstKernel, AllKernels };
 
 struct VariantInfo {
@@ -65,6 +76,7 @@ constexpr VariantInfo kVariants[] = {
     {Variant::KilnAotSplit, "kiln-aot-split", "kiln AOT, bundle built with --split-kernels"},
     {Variant::KilnJitCold, "kiln-jit-cold", "kiln JIT, empty cache"},
     {Variant::KilnJitWarm, "kiln-jit-warm", "kiln JIT, warm cache"},
+    {Variant::KilnJitPrewarmed, "kiln-jit-prewarmed", "kiln JIT, cache filled by kiln prewarm"},
 };
 constexpr Measure kMeasures[] = {Measure::FirstKernel, Measure::AllKernels};
 
@@ -78,7 +90,7 @@ const char* measure_id(Measure measure) { return measure == Measure::FirstKernel
 
 bool is_kiln(Variant variant) {
   return variant == Variant::KilnAot || variant == Variant::KilnAotSplit || variant == Variant::KilnJitCold ||
-         variant == Variant::KilnJitWarm;
+         variant == Variant::KilnJitWarm || variant == Variant::KilnJitPrewarmed;
 }
 
 std::string fixed(double value, int decimals) {
@@ -218,12 +230,17 @@ double time_kiln(const CudaApi& api, Measure measure, const kiln::Bytes& bundle_
   return milliseconds;
 }
 
-int run_child(Variant variant, Measure measure, const fs::path& bundle_path, std::optional<kiln::Path> expected_path) {
+int run_child(Variant variant, Measure measure, const fs::path& bundle_path, std::optional<kiln::Path> expected_path,
+              bool prewarm_first) {
   const CudaApi api = load_cuda_api();
   // Before t0 in every variant: driver initialized, primary context created and current.
   make_primary_context_current(api, 0);
   const DeviceDescription device = describe_device(api, 0);
   const kiln::Bytes bundle_bytes = read_file(bundle_path);
+  if (prewarm_first) {  // what an installer runs once: `kiln prewarm`, into this run's cache
+    const kiln::Runtime runtime = unwrap(kiln::Runtime::create(), "kiln::Runtime::create");
+    (void)unwrap(kiln::prewarm(runtime, bundle_bytes, "ops.kiln"), "kiln::prewarm");
+  }
   std::optional<ElementwiseProblem<float>> problem;
   if (measure == Measure::FirstKernel) problem.emplace(api, kAddFloat.op, kAddElements);
 
@@ -347,6 +364,10 @@ const std::vector<Target> kTargets = {
      Variant::RawCubin, 1.2},
     {"kiln warm cache, all kernels <= 1.2x raw cubin load", Variant::KilnJitWarm, Measure::AllKernels,
      Variant::RawCubin, 1.2},
+    {"kiln cache filled by kiln prewarm, first kernel <= 1.2x raw cubin load", Variant::KilnJitPrewarmed,
+     Measure::FirstKernel, Variant::RawCubin, 1.2},
+    {"kiln cache filled by kiln prewarm, all kernels <= 1.2x raw cubin load", Variant::KilnJitPrewarmed,
+     Measure::AllKernels, Variant::RawCubin, 1.2},
     {"kiln JIT, first kernel <= 0.05x driver whole-module PTX JIT", Variant::KilnJitCold, Measure::FirstKernel,
      Variant::DriverPtxJit, 0.05},
     {"kiln JIT, all kernels <= 0.2x driver whole-module PTX JIT", Variant::KilnJitCold, Measure::AllKernels,
@@ -421,7 +442,8 @@ int run_parent(const Options& options) {
           case Variant::KilnAot:
           case Variant::KilnAotSplit:
           case Variant::KilnJitCold:
-          case Variant::KilnJitWarm: {
+          case Variant::KilnJitWarm:
+          case Variant::KilnJitPrewarmed: {
             // The driver's cache off: kiln's own cache is what the kiln variants measure.
             environment.push_back("CUDA_CACHE_DISABLE=1");
             environment.push_back("KILN_CACHE_DIR=" + cache.string());
@@ -430,6 +452,11 @@ int run_parent(const Options& options) {
               environment.push_back("KILN_FORCE_JIT=1");
               const bool warm = variant.variant == Variant::KilnJitWarm && round > 0;
               expected = warm ? kiln::Path::CacheHit : kiln::Path::JitPtx;
+            }
+            if (variant.variant == Variant::KilnJitPrewarmed) {
+              environment.push_back("KILN_FORCE_JIT=1");
+              expected = kiln::Path::CacheHit;
+              if (round == 0) arguments.push_back("--prewarm-first");
             }
             arguments.insert(arguments.end(), {"--expect", kiln::path_name(expected)});
             break;
@@ -441,7 +468,8 @@ int run_parent(const Options& options) {
         std::fprintf(stderr, "  %-9s %-16s %-6s %10.2f ms\n", which.c_str(), variant.id, measure_id(measure),
                      milliseconds);
         if (round > 0) results[{variant.variant, measure}].milliseconds.push_back(milliseconds);
-        const bool populates = variant.variant == Variant::DriverPtxWarm || variant.variant == Variant::KilnJitWarm;
+        const bool populates = variant.variant == Variant::DriverPtxWarm || variant.variant == Variant::KilnJitWarm ||
+                               variant.variant == Variant::KilnJitPrewarmed;
         if (round == 0 && populates && !directory_has_files(cache)) {
           throw std::runtime_error(std::string(variant.id) + ": the populating run left " + cache.string() +
                                    " empty, so the warm runs would not be warm");
@@ -553,6 +581,7 @@ int main_checked(int argc, char** argv) {
   std::optional<Variant> child_variant;
   std::optional<Measure> child_measure;
   std::optional<kiln::Path> expected_path;
+  bool prewarm_first = false;
   for (std::size_t i = 0; i < arguments.size(); ++i) {
     const std::string_view argument = arguments[i];
     const bool has_value = i + 1 < arguments.size();
@@ -576,12 +605,14 @@ int main_checked(int argc, char** argv) {
     } else if (argument == "--expect" && has_value) {
       expected_path = parse_path(arguments[++i]);
       if (!expected_path) return usage_error("unknown path for --expect");
+    } else if (argument == "--prewarm-first") {
+      prewarm_first = true;
     } else {
       return usage_error("unexpected argument '" + std::string(argument) + "'");
     }
   }
   if (options.bundle.empty()) return usage_error("--bundle is required");
-  if (child_variant) return run_child(*child_variant, *child_measure, options.bundle, expected_path);
+  if (child_variant) return run_child(*child_variant, *child_measure, options.bundle, expected_path, prewarm_first);
   if (options.split_bundle.empty()) return usage_error("--split-bundle is required");
   return run_parent(options);
 }

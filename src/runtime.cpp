@@ -221,9 +221,21 @@ struct Module::State {
   // What one device has of this module. The mutex guards the maps only; compiles and loads run
   // under each entry's own SingleFlight, so different kernels never wait on each other.
   struct Device {
+    using Selected = Result<std::pair<std::size_t, Selection>>;  // the image index and why
+
+    // The slot for `key` in `slots`, made on first use.
+    template <class T>
+    SingleFlight<T>& slot(std::unordered_map<std::size_t, std::unique_ptr<SingleFlight<T>>>& slots, std::size_t key) {
+      std::lock_guard lock(mutex);
+      std::unique_ptr<SingleFlight<T>>& entry = slots[key];
+      if (!entry) entry = std::make_unique<SingleFlight<T>>();
+      return *entry;
+    }
+
     std::mutex mutex;
     std::unordered_map<std::size_t, std::unique_ptr<SingleFlight<LoadedImage>>> images;  // by image index
     std::unordered_map<std::size_t, std::unique_ptr<SingleFlight<Kernel>>> kernels;      // by kernel index
+    std::unordered_map<std::size_t, std::unique_ptr<SingleFlight<std::pair<std::size_t, Selection>>>> selections;
   };
 
   State(std::shared_ptr<Runtime::State> runtime_in, Bundle bundle_in)
@@ -237,8 +249,20 @@ struct Module::State {
   [[nodiscard]] Result<int> resolve_device(int device) const;
   [[nodiscard]] Result<std::size_t> resolve_kernel(std::string_view name) const;
   [[nodiscard]] Result<Kernel> kernel(std::size_t index, int device);
-  // The image `index` takes on `device` (an index into the bundle's images) and why.
-  [[nodiscard]] Result<std::pair<std::size_t, Selection>> select(std::size_t index, int device) const;
+  // The image `index` takes on `device` (an index into the bundle's images) and why: chosen once
+  // per kernel and device, since prepare_all and the kernel itself both ask.
+  [[nodiscard]] const Device::Selected& select(std::size_t index, int device);
+  // The PTX images whose kernels `device` compiles from them one by one (splittable PTX chosen by
+  // selection): the images that kiln prewarm also compiles whole.
+  [[nodiscard]] std::vector<std::pair<std::size_t, Arch>> split_ptx_images(int device);
+  // Loads `image` as one module on `device` if the persistent cache holds it compiled whole
+  // (kiln prewarm put it there); its kernels then take that module rather than one each.
+  void load_cached_whole_image(int device, std::size_t image, Arch target);
+  // Compiles `image` whole into the persistent cache for `target` without loading it.
+  Result<void> cache_whole_image(int device, std::size_t image, Arch target);
+  // The module of `image` compiled whole, if one is loaded on `device` (from the cache, or
+  // because the image is compiled whole anyway).
+  const LoadedImage* cached_whole_image(int device, std::size_t image);
 
  private:
   Result<Kernel> make_kernel(std::size_t index, int device);
@@ -349,14 +373,7 @@ Result<std::size_t> Module::State::resolve_kernel(std::string_view name) const {
 
 Result<Kernel> Module::State::kernel(std::size_t index, int device) {
   Device& state = devices[static_cast<std::size_t>(device)];
-  SingleFlight<Kernel>* slot = nullptr;
-  {
-    std::lock_guard lock(state.mutex);
-    auto& entry = state.kernels[index];
-    if (!entry) entry = std::make_unique<SingleFlight<Kernel>>();
-    slot = entry.get();
-  }
-  return slot->get([&] { return make_kernel(index, device); });
+  return state.slot(state.kernels, index).get([&] { return make_kernel(index, device); });
 }
 
 const Result<ImageData>& Module::State::data(std::size_t image) {
@@ -429,14 +446,7 @@ Result<std::pair<Bytes, Path>> Module::State::jit(std::size_t image, ByteView in
 
 const Result<LoadedImage>& Module::State::whole_image(int device, std::size_t image, Path aot_path) {
   Device& state = devices[static_cast<std::size_t>(device)];
-  SingleFlight<LoadedImage>* slot = nullptr;
-  {
-    std::lock_guard lock(state.mutex);
-    auto& entry = state.images[image];
-    if (!entry) entry = std::make_unique<SingleFlight<LoadedImage>>();
-    slot = entry.get();
-  }
-  return slot->get([&]() -> Result<LoadedImage> {
+  return state.slot(state.images, image).get([&]() -> Result<LoadedImage> {
     const Result<ImageData>& loaded = data(image);
     if (!loaded) return loaded.error();
     const ImageTarget& target = bundle.images()[image].target;
@@ -463,17 +473,66 @@ const Result<LoadedImage>& Module::State::whole_image(int device, std::size_t im
   });
 }
 
-Result<std::pair<std::size_t, Selection>> Module::State::select(std::size_t index, int device) const {
+const Module::State::Device::Selected& Module::State::select(std::size_t index, int device) {
+  Device& state = devices[static_cast<std::size_t>(device)];
+  return state.slot(state.selections, index).get([&]() -> Device::Selected {
+    const ComputeCapability cc = runtime->driver->gpus()[static_cast<std::size_t>(device)].cc;
+    const std::vector<std::size_t>& candidates = names->candidate_images(index);
+    std::vector<ImageTarget> targets;
+    targets.reserve(candidates.size());
+    for (std::size_t image : candidates) targets.push_back(bundle.images()[image].target);
+    Result<Selection> selection = select_image(targets, cc, Arch{cc}.sm_name(),
+                                               SelectOptions{runtime->options.force_jit, runtime->options.disable_jit});
+    if (!selection) return selection.error();
+    const std::size_t image = candidates[selection->image_index];
+    return std::pair{image, std::move(*selection)};
+  });
+}
+
+std::vector<std::pair<std::size_t, Arch>> Module::State::split_ptx_images(int device) {
+  std::vector<std::pair<std::size_t, Arch>> images;
   const ComputeCapability cc = runtime->driver->gpus()[static_cast<std::size_t>(device)].cc;
-  const std::vector<std::size_t>& candidates = names->candidate_images(index);
-  std::vector<ImageTarget> targets;
-  targets.reserve(candidates.size());
-  for (std::size_t image : candidates) targets.push_back(bundle.images()[image].target);
-  Result<Selection> selection = select_image(targets, cc, Arch{cc}.sm_name(),
-                                             SelectOptions{runtime->options.force_jit, runtime->options.disable_jit});
-  if (!selection) return selection.error();
-  const std::size_t image = candidates[selection->image_index];
-  return std::pair{image, std::move(*selection)};
+  for (std::size_t index = 0; index < names->size(); ++index) {
+    const Device::Selected& selected = select(index, device);
+    if (!selected || selected->second.target.kind != ImageKind::Ptx) continue;
+    const std::pair<std::size_t, Arch> image{selected->first, Arch{cc, selected->second.target.arch.variant}};
+    if (std::find(images.begin(), images.end(), image) == images.end()) images.push_back(image);
+  }
+  return images;
+}
+
+const LoadedImage* Module::State::cached_whole_image(int device, std::size_t image) {
+  Device& state = devices[static_cast<std::size_t>(device)];
+  std::lock_guard lock(state.mutex);
+  auto found = state.images.find(image);
+  if (found == state.images.end()) return nullptr;
+  const Result<LoadedImage>* loaded = found->second->peek();
+  return loaded != nullptr && loaded->ok() ? &loaded->value() : nullptr;
+}
+
+void Module::State::load_cached_whole_image(int device, std::size_t image, Arch target) {
+  if (!runtime->cache) return;
+  Result<Hash128> key = cache_key(image, "", target);
+  if (!key) return;
+  std::optional<Bytes> cubin = runtime->cache->get(*key);
+  if (!cubin) return;  // not prewarmed: each kernel finds or compiles its own cubin
+  Device& state = devices[static_cast<std::size_t>(device)];
+  // A load that fails leaves its error in the slot, and the kernels go their own way.
+  (void)state.slot(state.images, image).get([&]() -> Result<LoadedImage> {
+    Result<CUmodule> module = runtime->driver->load_module(device, *cubin);
+    if (!module) return module.error();
+    modules->add(device, *module);
+    return LoadedImage{*module, Path::CacheHit};
+  });
+}
+
+Result<void> Module::State::cache_whole_image(int device, std::size_t image, Arch target) {
+  const Result<ImageData>& loaded = data(image);
+  if (!loaded) return loaded.error();
+  const std::string label = bundle.name() + " " + bundle.images()[image].target.name() + " (whole)";
+  Result<std::pair<Bytes, Path>> compiled = jit(image, as_bytes(loaded->ptx->text()), "", target, device, label);
+  if (!compiled) return compiled.error();
+  return {};
 }
 
 Result<Kernel> Module::State::make_kernel(std::size_t index, int device) {
@@ -487,8 +546,8 @@ Result<Kernel> Module::State::make_kernel(std::size_t index, int device) {
     return error;
   };
 
-  Result<std::pair<std::size_t, Selection>> selected = select(index, device);
-  if (!selected) return failed(std::move(selected).error());
+  const Device::Selected& selected = select(index, device);
+  if (!selected) return failed(selected.error());
   const std::size_t image = selected->first;
   const Selection* selection = &selected->second;
   const ImageTarget& target = selection->target;
@@ -499,17 +558,22 @@ Result<Kernel> Module::State::make_kernel(std::size_t index, int device) {
   CUmodule module = nullptr;
   Path path = selection->path;
   const Arch ptx_arch{gpu.cc, target.arch.variant};
-  // A warm start: this kernel's cubin is already in the persistent cache.
+  // A warm start: the kernel's image, compiled whole, already loaded from the persistent cache by
+  // prepare_all; or the kernel's own cubin in the cache.
+  const LoadedImage* whole = target.kind == ImageKind::Ptx ? cached_whole_image(device, image) : nullptr;
   std::optional<Bytes> cached;
-  if (target.kind == ImageKind::Ptx && runtime->cache) {
+  if (!whole && target.kind == ImageKind::Ptx && runtime->cache) {
     if (Result<Hash128> key = cache_key(image, mangled, ptx_arch)) cached = runtime->cache->get(*key);
   }
   const Result<ImageData>* loaded = nullptr;
-  if (!cached) {
+  if (!whole && !cached) {
     loaded = &data(image);
     if (!*loaded) return failed((*loaded).error());
   }
-  if (cached) {
+  if (whole) {
+    module = whole->module;
+    path = whole->path;
+  } else if (cached) {
     Result<CUmodule> kernel_module = runtime->driver->load_module(device, *cached);
     if (!kernel_module) return failed(std::move(kernel_module).error());
     modules->add(device, *kernel_module);
@@ -566,6 +630,10 @@ Result<void> Module::prepare_all(int device) const {
   Result<int> ordinal = state_->resolve_device(device);
   if (!ordinal) return ordinal.error();
   const std::size_t count = state_->names->size();
+  // An image that kiln prewarm compiled whole loads as one module, not one per kernel.
+  for (const auto& [image, target] : state_->split_ptx_images(*ordinal)) {
+    state_->load_cached_whole_image(*ordinal, image, target);
+  }
   // Threads only for work that gains from them: each compile, and each cubin image large enough
   // that decoding it outlasts starting a thread. Loading a cubin is tens of microseconds and the
   // driver serializes module loads, so a thread per AOT kernel would cost more than it saves.
@@ -573,12 +641,12 @@ Result<void> Module::prepare_all(int device) const {
   std::size_t parallel_work = 0;
   std::vector<bool> cubin_image_seen(state_->bundle.images().size());
   for (std::size_t index = 0; index < count; ++index) {
-    Result<std::pair<std::size_t, Selection>> selected = state_->select(index, *ordinal);
+    const State::Device::Selected& selected = state_->select(index, *ordinal);
     if (!selected) continue;  // reported by the kernel's own attempt below
-    const auto [image, selection] = std::move(*selected);
+    const auto& [image, selection] = *selected;
     const bool is_cubin = selection.path == Path::AotExact || selection.path == Path::AotCompatible;
     if (!is_cubin) {
-      ++parallel_work;
+      if (state_->cached_whole_image(*ordinal, image) == nullptr) ++parallel_work;
     } else if (!cubin_image_seen[image]) {
       cubin_image_seen[image] = true;
       if (state_->bundle.images()[image].raw_size >= kImageWorthAThread) ++parallel_work;
@@ -612,6 +680,28 @@ Result<void> Module::prepare_all(int device) const {
   if (!first) return {};
   if (failures > 1) first->message += " (and " + std::to_string(failures - 1) + " more kernels failed)";
   return std::move(*first);
+}
+
+Result<void> Module::compile_whole_images(int device) const {
+  Result<int> ordinal = state_->resolve_device(device);
+  if (!ordinal) return ordinal.error();
+  if (!state_->runtime->cache) return {};  // nowhere to keep them
+  const std::vector<std::pair<std::size_t, Arch>> images = state_->split_ptx_images(*ordinal);
+  std::vector<std::optional<Error>> errors(images.size());
+  {
+    std::vector<std::jthread> workers;
+    for (std::size_t i = 0; i < images.size(); ++i) {
+      workers.emplace_back([&, i] {
+        if (Result<void> done = state_->cache_whole_image(*ordinal, images[i].first, images[i].second); !done) {
+          errors[i] = done.error();
+        }
+      });
+    }
+  }
+  for (std::optional<Error>& error : errors) {
+    if (error) return std::move(*error);
+  }
+  return {};
 }
 
 std::vector<std::string> Module::kernel_names() const {

@@ -110,6 +110,9 @@ Result<std::vector<KernelRecord>> prepare_everywhere(const Runtime& runtime, Res
   if (!module) return module.error();
   for (const GpuInfo& gpu : runtime.gpus()) {
     if (Result<void> ready = module->prepare_all(gpu.ordinal); !ready) return ready.error();
+    // Install time can afford whole-image compiles: later starts that ready every kernel then
+    // load a module per image, not one per kernel.
+    if (Result<void> whole = module->compile_whole_images(gpu.ordinal); !whole) return whole.error();
   }
   return module->records();
 }

@@ -80,8 +80,14 @@ class Module {
   // By readable ("add_kernel<float>") or mangled name. device -1: the calling thread's current
   // CUDA context's device, else device 0. Loads or compiles on first use only.
   [[nodiscard]] Result<Kernel> kernel(std::string_view name, int device = -1) const;
-  // Every kernel ready on `device`, compiled in parallel: what `kiln prewarm` does.
+  // Every kernel ready on `device`, compiled in parallel: what `kiln prewarm` does. An image that
+  // compile_whole_images() put in the persistent cache loads as one module for all its kernels.
   Result<void> prepare_all(int device = -1) const;
+  // Compiles each PTX image that `device` JITs kernels from, whole and in parallel, into the
+  // persistent cache without loading it, so that a later prepare_all() loads one module per image
+  // rather than one per kernel (kiln prewarm's second step; a lazy kernel() still prefers its
+  // own small cubin). Nothing to do without a persistent cache.
+  Result<void> compile_whole_images(int device = -1) const;
   // Every kernel name the bundle lists (readable).
   [[nodiscard]] std::vector<std::string> kernel_names() const;
   [[nodiscard]] std::vector<KernelRecord> records() const;

@@ -21,6 +21,7 @@ struct CudaApi {
   CUresult (*stream_create)(CUstream*, unsigned) = nullptr;
   CUresult (*stream_destroy)(CUstream) = nullptr;
   CUresult (*stream_synchronize)(CUstream) = nullptr;
+  CUresult (*function_module)(CUmodule*, CUfunction) = nullptr;
 
   // nullptr where the driver is not installed.
   static const CudaApi* get() {
@@ -39,6 +40,7 @@ struct CudaApi {
       bind(loaded->stream_create, "cuStreamCreate");
       bind(loaded->stream_destroy, "cuStreamDestroy_v2");
       bind(loaded->stream_synchronize, "cuStreamSynchronize");
+      bind(loaded->function_module, "cuFuncGetModule");
       return loaded;
     }();
     return api;

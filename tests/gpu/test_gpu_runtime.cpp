@@ -18,6 +18,7 @@
 #include <map>
 #include <random>
 #include <optional>
+#include <set>
 #include <thread>
 
 #include "gpu_test_support.hpp"
@@ -438,6 +439,47 @@ TEST_F(GpuRuntime, PrewarmMakesEveryKernelReadyOnEveryGpu) {
   Result<std::vector<KernelRecord>> records = prewarm(runtime, bundle_for(ptx_recipe(gpu_.cc)), "gpu-test.kiln");
   ASSERT_TRUE(records.ok()) << records.error().describe();
   EXPECT_EQ(records->size(), runtime.gpus().size() * (kernel_checks().size() + 1));  // + noop
+}
+
+// kiln prewarm also compiles the PTX image whole into the cache: a later prepare_all takes every
+// kernel from that one module, and each computes right.
+TEST_F(GpuRuntime, PrewarmedWholeImagesServePrepareAll) {
+  const Bytes& bundle = bundle_for(ptx_recipe(gpu_.cc));
+  {
+    Runtime first = make_runtime(options());
+    Result<std::vector<KernelRecord>> records = prewarm(first, bundle, "gpu-test.kiln");
+    ASSERT_TRUE(records.ok()) << records.error().describe();
+  }
+  Runtime second = make_runtime(options());
+  Module module = load(second, bundle);
+  ASSERT_TRUE(module.prepare_all(0).ok());
+  const std::vector<KernelRecord> records = run_every_kernel(second, module, 0);
+  expect_paths(records, Path::CacheHit);
+  // One module per PTX image (one per source file), not one per kernel.
+  std::map<std::size_t, std::set<CUmodule>> modules_by_image;
+  for (const KernelRecord& record : records) {
+    Result<Kernel> kernel = module.kernel(record.mangled, 0);
+    ASSERT_TRUE(kernel.ok()) << kernel.error().describe();
+    CUmodule owner = nullptr;
+    kiln_gpu_test::check(
+        kiln_gpu_test::CudaApi::get()->function_module(&owner, static_cast<CUfunction>(kernel->native_handle())),
+        "cuFuncGetModule");
+    const std::vector<ImageInfo>& images = module.bundle().images();
+    for (std::size_t image = 0; image < images.size(); ++image) {
+      const std::vector<std::string>& kernels = images[image].kernels;
+      if (images[image].target.kind == ImageKind::Ptx &&
+          std::find(kernels.begin(), kernels.end(), record.mangled) != kernels.end()) {
+        modules_by_image[image].insert(owner);
+      }
+    }
+  }
+  std::set<CUmodule> all;
+  for (const auto& [image, modules] : modules_by_image) {
+    EXPECT_EQ(modules.size(), 1u) << "the kernels of PTX image " << image << " share its whole module";
+    all.insert(modules.begin(), modules.end());
+  }
+  EXPECT_EQ(all.size(), modules_by_image.size()) << "each image its own module";
+  EXPECT_LT(all.size(), records.size()) << "fewer modules than kernels";
 }
 
 // A thread that never made a context current launches through kiln: the launch makes the

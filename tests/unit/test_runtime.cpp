@@ -644,6 +644,47 @@ TEST_F(RuntimeTest, PrewarmPreparesEveryKernelOnEveryGpu) {
   }
 }
 
+// kiln prewarm also compiles each JIT image whole into the cache: a later start that readies every
+// kernel loads one module for them all, while a start that wants one kernel still takes its own.
+TEST_F(RuntimeTest, PrewarmedWholeImagesLoadAsOneModuleForPrepareAll) {
+  const std::vector<Image> images = {ptx_image("compute_80")};
+  {
+    Runtime runtime = make_runtime({kBlackwell120});
+    Result<Bytes> bytes = write_bundle(images, {});
+    ASSERT_TRUE(bytes.ok()) << bytes.error().describe();
+    ASSERT_TRUE(prewarm(runtime, *bytes, "test.kiln").ok());
+    std::size_t whole = 0;
+    for (const FakeJit::Request& request : jit_->requests) whole += request.kernel.empty() ? 1 : 0;
+    EXPECT_EQ(whole, 1u) << "one whole-image compile";
+    EXPECT_EQ(jit_->compiles(), kKernels.size() + 1);
+  }
+  {
+    Runtime runtime = make_runtime({kBlackwell120});
+    Module module = load(runtime, images);
+    ASSERT_TRUE(module.prepare_all(0).ok());
+    EXPECT_EQ(jit_->compiles(), 0u);
+    ASSERT_EQ(driver_->loads.size(), 1u) << "one module for every kernel of the image";
+    ASSERT_EQ(module.records().size(), kKernels.size());
+    for (const KernelRecord& record : module.records()) EXPECT_EQ(record.path, Path::CacheHit) << record.kernel;
+    // A second prewarm finds everything in place.
+    ASSERT_TRUE(module.compile_whole_images(0).ok());
+    EXPECT_EQ(jit_->compiles(), 0u);
+  }
+  Runtime runtime = make_runtime({kBlackwell120});
+  Module module = load(runtime, images);
+  EXPECT_EQ(kernel_or_fail(module, "add", 0).record().path, Path::CacheHit);
+  EXPECT_EQ(jit_->compiles(), 0u);
+  ASSERT_EQ(driver_->loads.size(), 1u) << "a lazy kernel loads its own cubin";
+}
+
+TEST_F(RuntimeTest, WholeImagesNeedAPersistentCache) {
+  options_.cache_disabled = true;
+  Runtime runtime = make_runtime({kBlackwell120});
+  Module module = load(runtime, {ptx_image("compute_80")});
+  ASSERT_TRUE(module.compile_whole_images(0).ok());
+  EXPECT_EQ(jit_->compiles(), 0u) << "nowhere to keep them, so nothing compiled";
+}
+
 TEST_F(RuntimeTest, ARuntimeNeedsADriverAndAJit) {
   Result<Runtime> runtime = Runtime::create(nullptr, std::make_shared<FakeJit>(), options_);
   EXPECT_FALSE(runtime.ok());
