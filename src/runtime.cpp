@@ -7,6 +7,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <functional>
 #include <mutex>
 #include <optional>
 #include <thread>
@@ -132,6 +133,23 @@ class KernelNames {
   mutable Spellings spellings_;
 };
 
+// Calls `work(i)` for every i below `count`, on as many threads as there is work worth one
+// (`parallel_work`), up to RuntimeOptions::jit_threads (0: one per hardware thread), the calling
+// thread among them; each thread takes the next i until none is left.
+void for_each_on_threads(std::size_t count, std::size_t parallel_work, const RuntimeOptions& options,
+                         const std::function<void(std::size_t)>& work) {
+  unsigned limit = options.jit_threads;
+  if (limit == 0) limit = std::max(1u, std::thread::hardware_concurrency());
+  const auto threads = static_cast<unsigned>(std::clamp<std::size_t>(parallel_work, 1, limit));
+  std::atomic<std::size_t> next{0};
+  auto take = [&] {
+    for (std::size_t i = next++; i < count; i = next++) work(i);
+  };
+  std::vector<std::jthread> workers;
+  for (unsigned i = 1; i < threads; ++i) workers.emplace_back(take);
+  take();
+}
+
 // Every CUmodule a Module loaded. Kernels keep this alive rather than the Module's state, so a
 // Kernel handle may outlive its Module without the state owning itself through its kernels.
 struct LoadedModules {
@@ -252,9 +270,9 @@ struct Module::State {
   // The image `index` takes on `device` (an index into the bundle's images) and why: chosen once
   // per kernel and device, since prepare_all and the kernel itself both ask.
   [[nodiscard]] const Device::Selected& select(std::size_t index, int device);
-  // The PTX images whose kernels `device` compiles from them one by one (splittable PTX chosen by
-  // selection): the images that kiln prewarm also compiles whole.
-  [[nodiscard]] std::vector<std::pair<std::size_t, Arch>> split_ptx_images(int device);
+  // The PTX images that selection has `device` JIT kernels from, each with the architecture it is
+  // compiled for: the images that kiln prewarm also compiles whole.
+  [[nodiscard]] std::vector<std::pair<std::size_t, Arch>> jit_ptx_images(int device);
   // Loads `image` as one module on `device` if the persistent cache holds it compiled whole
   // (kiln prewarm put it there); its kernels then take that module rather than one each.
   void load_cached_whole_image(int device, std::size_t image, Arch target);
@@ -489,7 +507,7 @@ const Module::State::Device::Selected& Module::State::select(std::size_t index, 
   });
 }
 
-std::vector<std::pair<std::size_t, Arch>> Module::State::split_ptx_images(int device) {
+std::vector<std::pair<std::size_t, Arch>> Module::State::jit_ptx_images(int device) {
   std::vector<std::pair<std::size_t, Arch>> images;
   const ComputeCapability cc = runtime->driver->gpus()[static_cast<std::size_t>(device)].cc;
   for (std::size_t index = 0; index < names->size(); ++index) {
@@ -511,7 +529,7 @@ const LoadedImage* Module::State::cached_whole_image(int device, std::size_t ima
 }
 
 void Module::State::load_cached_whole_image(int device, std::size_t image, Arch target) {
-  if (!runtime->cache) return;
+  if (!runtime->cache || cached_whole_image(device, image) != nullptr) return;
   Result<Hash128> key = cache_key(image, "", target);
   if (!key) return;
   std::optional<Bytes> cubin = runtime->cache->get(*key);
@@ -631,7 +649,7 @@ Result<void> Module::prepare_all(int device) const {
   if (!ordinal) return ordinal.error();
   const std::size_t count = state_->names->size();
   // An image that kiln prewarm compiled whole loads as one module, not one per kernel.
-  for (const auto& [image, target] : state_->split_ptx_images(*ordinal)) {
+  for (const auto& [image, target] : state_->jit_ptx_images(*ordinal)) {
     state_->load_cached_whole_image(*ordinal, image, target);
   }
   // Threads only for work that gains from them: each compile, and each cubin image large enough
@@ -652,24 +670,13 @@ Result<void> Module::prepare_all(int device) const {
       if (state_->bundle.images()[image].raw_size >= kImageWorthAThread) ++parallel_work;
     }
   }
-  unsigned threads = state_->runtime->options.jit_threads;
-  if (threads == 0) threads = std::max(1u, std::thread::hardware_concurrency());
-  threads = static_cast<unsigned>(std::clamp<std::size_t>(parallel_work, 1, threads));
-
-  // Workers take the next kernel until none is left; each kernel's own SingleFlight keeps a
-  // kernel that another thread is already preparing from being compiled twice.
-  std::atomic<std::size_t> next{0};
+  // Each kernel's own SingleFlight keeps a kernel that another thread is already preparing from
+  // being compiled twice.
   std::vector<std::optional<Error>> errors(count);
-  auto work = [&] {
-    for (std::size_t index = next++; index < count; index = next++) {
-      Result<Kernel> kernel = state_->kernel(index, *ordinal);
-      if (!kernel) errors[index] = kernel.error();
-    }
-  };
-  std::vector<std::thread> workers;
-  for (unsigned i = 1; i < threads; ++i) workers.emplace_back(work);
-  work();
-  for (std::thread& worker : workers) worker.join();
+  for_each_on_threads(count, parallel_work, state_->runtime->options, [&](std::size_t index) {
+    Result<Kernel> kernel = state_->kernel(index, *ordinal);
+    if (!kernel) errors[index] = kernel.error();
+  });
 
   std::size_t failures = 0;
   std::optional<Error> first;
@@ -686,18 +693,13 @@ Result<void> Module::compile_whole_images(int device) const {
   Result<int> ordinal = state_->resolve_device(device);
   if (!ordinal) return ordinal.error();
   if (!state_->runtime->cache) return {};  // nowhere to keep them
-  const std::vector<std::pair<std::size_t, Arch>> images = state_->split_ptx_images(*ordinal);
+  const std::vector<std::pair<std::size_t, Arch>> images = state_->jit_ptx_images(*ordinal);
   std::vector<std::optional<Error>> errors(images.size());
-  {
-    std::vector<std::jthread> workers;
-    for (std::size_t i = 0; i < images.size(); ++i) {
-      workers.emplace_back([&, i] {
-        if (Result<void> done = state_->cache_whole_image(*ordinal, images[i].first, images[i].second); !done) {
-          errors[i] = done.error();
-        }
-      });
+  for_each_on_threads(images.size(), images.size(), state_->runtime->options, [&](std::size_t i) {
+    if (Result<void> done = state_->cache_whole_image(*ordinal, images[i].first, images[i].second); !done) {
+      errors[i] = done.error();
     }
-  }
+  });
   for (std::optional<Error>& error : errors) {
     if (error) return std::move(*error);
   }
