@@ -652,13 +652,11 @@ Result<void> Module::prepare_all(int device) const {
   for (const auto& [image, target] : state_->jit_ptx_images(*ordinal)) {
     state_->load_cached_whole_image(*ordinal, image, target);
   }
-  // Threads only for work that gains from them: each compile, and a thread per 64 KB of cubins to
-  // decode (zstd decodes cubins at 0.5-0.9 GB/s, so 64 KB outlasts starting a thread), whether
-  // that is one large image or many small ones (a --split-kernels bundle: a 12 KB image per
-  // kernel). Loading is not worth a thread: the driver serializes module loads.
-  constexpr std::uint64_t kDecodeBytesPerThread = 64 << 10;  // ~80 us of zstd
+  // Threads only for work that gains from them: each compile, and each cubin image large enough
+  // that decoding it outlasts starting a thread. Loading a cubin is tens of microseconds and the
+  // driver serializes module loads, so a thread per AOT kernel would cost more than it saves.
+  constexpr std::uint64_t kImageWorthAThread = 64 << 10;  // ~80 us of zstd
   std::size_t parallel_work = 0;
-  std::uint64_t bytes_to_decode = 0;
   std::vector<bool> cubin_image_seen(state_->bundle.images().size());
   for (std::size_t index = 0; index < count; ++index) {
     const State::Device::Selected& selected = state_->select(index, *ordinal);
@@ -669,11 +667,9 @@ Result<void> Module::prepare_all(int device) const {
       if (state_->cached_whole_image(*ordinal, image) == nullptr) ++parallel_work;
     } else if (!cubin_image_seen[image]) {
       cubin_image_seen[image] = true;
-      const ImageInfo& info = state_->bundle.images()[image];
-      if (info.codec != Codec::None) bytes_to_decode += info.raw_size;
+      if (state_->bundle.images()[image].raw_size >= kImageWorthAThread) ++parallel_work;
     }
   }
-  parallel_work += static_cast<std::size_t>(bytes_to_decode / kDecodeBytesPerThread);
   // Each kernel's own SingleFlight keeps a kernel that another thread is already preparing from
   // being compiled twice.
   std::vector<std::optional<Error>> errors(count);
