@@ -26,6 +26,22 @@ constexpr std::uint32_t kSectionNoBits = 8;  // .bss-like: a size but no bytes i
 constexpr std::uint8_t kSymbolFunction = 2;
 // st_other bit that marks a kernel entry point (nvcc/ptxas: STO_CUDA_ENTRY).
 constexpr std::uint8_t kCudaEntry = 0x10;
+// SHT_CUDA_INFO: the `.nv.info*` sections, where ptxas records each kernel's attributes as
+// records of (format, attribute, value): EIFMT_NVAL/BVAL/HVAL carry a 16-bit value in the
+// record itself, EIFMT_SVAL a 16-bit size and that many bytes after it (cuobjdump -elf shows them).
+constexpr std::uint32_t kSectionCudaInfo = 0x70000000;
+constexpr std::size_t kAttributeHeaderSize = 4;
+constexpr std::uint8_t kFormatNoValue = 1;
+constexpr std::uint8_t kFormatByteValue = 2;
+constexpr std::uint8_t kFormatHalfValue = 3;
+constexpr std::uint8_t kFormatSizedValue = 4;
+// EIATTR_KPARAM_INFO: one per parameter, 12 bytes: index (u32), ordinal (u16), offset (u16), and
+// a word with the size in bytes in bits 18..31. EIATTR_CBANK_PARAM_SIZE: all parameters' bytes.
+constexpr std::uint8_t kAttributeParameterInfo = 0x17;
+constexpr std::uint8_t kAttributeParameterBytes = 0x19;
+constexpr std::uint16_t kParameterInfoSize = 12;
+constexpr int kParameterSizeShift = 18;
+constexpr std::uint32_t kParameterSizeMask = 0x3fff;
 // e_flags layout. ABI 8 (CUDA 12.8+): SM in bits 8..15, "a" in bit 3.
 // Older ABI: SM in bits 0..7, "a" in bit 11.
 constexpr int kNewLayoutAbiVersion = 8;
@@ -43,6 +59,7 @@ bool in_bounds(std::uint64_t offset, std::uint64_t size, std::uint64_t total) {
 }
 
 struct Section {
+  std::uint32_t name = 0;  // offset in the section-name string table
   std::uint32_t type = 0;
   std::uint64_t offset = 0;
   std::uint64_t size = 0;
@@ -55,16 +72,102 @@ Error malformed(std::string what) {
                     "the image is damaged or not a CUDA binary; rebuild it");
 }
 
-}  // namespace
+// The header checks every reader of a cubin makes, and its section table.
+struct Sections {
+  std::vector<Section> table;
+  std::uint16_t names_index = 0;  // e_shstrndx: the section whose strings name the sections
+};
 
-Result<CubinInfo> read_cubin(ByteView bytes) {
+Result<Sections> read_sections(ByteView bytes) {
+  const std::uint64_t section_table = *load<std::uint64_t>(bytes, 40);
+  const std::uint16_t section_header_size = *load<std::uint16_t>(bytes, 58);
+  const std::uint16_t section_count = *load<std::uint16_t>(bytes, 60);
+  if (section_count == 0) return malformed("no section table");
+  if (section_header_size != kSectionHeaderSize) return malformed("e_shentsize is not 64");
+  if (!in_bounds(section_table, std::uint64_t{section_count} * kSectionHeaderSize, bytes.size())) {
+    return malformed("section table lies outside the file");
+  }
+  Sections sections;
+  sections.names_index = *load<std::uint16_t>(bytes, 62);
+  sections.table.resize(section_count);
+  for (std::size_t index = 0; index < section_count; ++index) {
+    const std::uint64_t at = section_table + index * kSectionHeaderSize;
+    Section& section = sections.table[index];
+    section.name = *load<std::uint32_t>(bytes, at);
+    section.type = *load<std::uint32_t>(bytes, at + 4);
+    section.offset = *load<std::uint64_t>(bytes, at + 24);
+    section.size = *load<std::uint64_t>(bytes, at + 32);
+    section.link = *load<std::uint32_t>(bytes, at + 40);
+    section.entry_size = *load<std::uint64_t>(bytes, at + 56);
+    if (section.type != kSectionNoBits && index > 0 && !in_bounds(section.offset, section.size, bytes.size())) {
+      return malformed("section " + std::to_string(index) + " lies outside the file");
+    }
+  }
+  return sections;
+}
+
+Result<void> check_elf_header(ByteView bytes) {
   if (bytes.size() < kHeaderSize) return malformed("shorter than an ELF64 header");
   if (std::memcmp(bytes.data(), "\x7f" "ELF", 4) != 0) return malformed("no ELF magic");
   if (bytes[4] != kClass64) return malformed("not ELF64");
   if (bytes[5] != kLittleEndian) return malformed("not little-endian");
   const std::uint16_t machine = *load<std::uint16_t>(bytes, 18);
   if (machine != kMachineCuda) return malformed("e_machine is " + std::to_string(machine) + ", not EM_CUDA (190)");
+  return {};
+}
 
+std::string_view section_bytes(ByteView bytes, const Section& section) {
+  return {reinterpret_cast<const char*>(bytes.data() + section.offset), static_cast<std::size_t>(section.size)};
+}
+
+// One kernel's `.nv.info.<kernel>` attributes -> its parameter sizes; nullopt when they are not
+// the consistent table the driver would read (then the driver is asked instead).
+std::optional<std::vector<std::size_t>> parameter_sizes_from_attributes(std::string_view attributes) {
+  struct Parameter {
+    std::uint32_t ordinal, offset, size;
+  };
+  std::vector<Parameter> parameters;
+  std::optional<std::uint32_t> parameter_bytes;  // EIATTR_CBANK_PARAM_SIZE
+  const ByteView data = as_bytes(attributes);
+  for (std::uint64_t at = 0; at < data.size();) {
+    if (data.size() - at < kAttributeHeaderSize) return std::nullopt;
+    const std::uint8_t format = data[at];
+    const std::uint8_t attribute = data[at + 1];
+    const std::uint16_t value = *load<std::uint16_t>(data, at + 2);
+    at += kAttributeHeaderSize;
+    if (format != kFormatSizedValue) {
+      if (format != kFormatNoValue && format != kFormatByteValue && format != kFormatHalfValue) return std::nullopt;
+      if (attribute == kAttributeParameterBytes) parameter_bytes = value;
+      continue;
+    }
+    if (data.size() - at < value) return std::nullopt;
+    if (attribute == kAttributeParameterInfo) {
+      if (value != kParameterInfoSize) return std::nullopt;
+      const std::uint32_t layout = *load<std::uint32_t>(data, at + 4);
+      const std::uint32_t flags = *load<std::uint32_t>(data, at + 8);
+      parameters.push_back({layout & 0xffff, layout >> 16, (flags >> kParameterSizeShift) & kParameterSizeMask});
+    }
+    at += value;
+  }
+  // ptxas lists the parameters last to first; each ordinal once, packed in order, no empty ones.
+  std::sort(parameters.begin(), parameters.end(),
+            [](const Parameter& a, const Parameter& b) { return a.ordinal < b.ordinal; });
+  std::vector<std::size_t> sizes;
+  std::uint32_t end = 0;
+  for (std::size_t index = 0; index < parameters.size(); ++index) {
+    const Parameter& parameter = parameters[index];
+    if (parameter.ordinal != index || parameter.size == 0 || parameter.offset < end) return std::nullopt;
+    end = parameter.offset + parameter.size;
+    sizes.push_back(parameter.size);
+  }
+  if (end != parameter_bytes.value_or(0)) return std::nullopt;
+  return sizes;
+}
+
+}  // namespace
+
+Result<CubinInfo> read_cubin(ByteView bytes) {
+  if (Result<void> header = check_elf_header(bytes); !header) return header.error();
   CubinInfo info;
   info.abi_version = bytes[8];
   const std::uint32_t flags = *load<std::uint32_t>(bytes, 48);
@@ -86,29 +189,9 @@ Result<CubinInfo> read_cubin(ByteView bytes) {
     }
   }
 
-  const std::uint64_t section_table = *load<std::uint64_t>(bytes, 40);
-  const std::uint16_t section_header_size = *load<std::uint16_t>(bytes, 58);
-  const std::uint16_t section_count = *load<std::uint16_t>(bytes, 60);
-  if (section_count == 0) return malformed("no section table");
-  if (section_header_size != kSectionHeaderSize) return malformed("e_shentsize is not 64");
-  if (!in_bounds(section_table, std::uint64_t{section_count} * kSectionHeaderSize, bytes.size())) {
-    return malformed("section table lies outside the file");
-  }
-
-  std::vector<Section> sections(section_count);
-  for (std::size_t index = 0; index < section_count; ++index) {
-    const std::uint64_t at = section_table + index * kSectionHeaderSize;
-    Section& section = sections[index];
-    section.type = *load<std::uint32_t>(bytes, at + 4);
-    section.offset = *load<std::uint64_t>(bytes, at + 24);
-    section.size = *load<std::uint64_t>(bytes, at + 32);
-    section.link = *load<std::uint32_t>(bytes, at + 40);
-    section.entry_size = *load<std::uint64_t>(bytes, at + 56);
-    if (section.type != kSectionNoBits && index > 0 && !in_bounds(section.offset, section.size, bytes.size())) {
-      return malformed("section " + std::to_string(index) + " lies outside the file");
-    }
-  }
-
+  Result<Sections> read = read_sections(bytes);
+  if (!read) return read.error();
+  const std::vector<Section>& sections = read->table;
   for (std::size_t index = 0; index < sections.size(); ++index) {
     const Section& symbols = sections[index];
     if (symbols.type != kSectionSymbolTable) continue;
@@ -117,7 +200,7 @@ Result<CubinInfo> read_cubin(ByteView bytes) {
     if (symbols.link >= sections.size()) return malformed(which + " links to a missing string table");
     const Section& strings = sections[symbols.link];
     if (strings.type != kSectionStringTable) return malformed(which + " links to a section that is not a string table");
-    const std::string_view names(reinterpret_cast<const char*>(bytes.data() + strings.offset), strings.size);
+    const std::string_view names = section_bytes(bytes, strings);
 
     for (std::uint64_t at = symbols.offset; at + kSymbolSize <= symbols.offset + symbols.size; at += kSymbolSize) {
       const std::uint32_t name_offset = *load<std::uint32_t>(bytes, at);
@@ -134,6 +217,27 @@ Result<CubinInfo> read_cubin(ByteView bytes) {
   std::sort(info.kernels.begin(), info.kernels.end());
   info.kernels.erase(std::unique(info.kernels.begin(), info.kernels.end()), info.kernels.end());
   return info;
+}
+
+ParameterSizes parameter_sizes(ByteView bytes) {
+  ParameterSizes kernels;
+  if (!check_elf_header(bytes)) return kernels;
+  Result<Sections> read = read_sections(bytes);
+  if (!read || read->names_index >= read->table.size()) return kernels;
+  const Section& names_section = read->table[read->names_index];
+  if (names_section.type != kSectionStringTable) return kernels;
+  const std::string_view names = section_bytes(bytes, names_section);
+  constexpr std::string_view kPrefix = ".nv.info.";
+  for (const Section& section : read->table) {
+    if (section.type != kSectionCudaInfo || section.name >= names.size()) continue;
+    const std::string_view rest = names.substr(section.name);
+    const std::string_view name = rest.substr(0, rest.find('\0'));
+    if (name.size() <= kPrefix.size() || name.substr(0, kPrefix.size()) != kPrefix) continue;
+    if (std::optional<std::vector<std::size_t>> sizes = parameter_sizes_from_attributes(section_bytes(bytes, section))) {
+      kernels.emplace(name.substr(kPrefix.size()), std::move(*sizes));
+    }
+  }
+  return kernels;
 }
 
 std::vector<std::string> ptx_entry_names(std::string_view ptx) {

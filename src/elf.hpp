@@ -1,9 +1,10 @@
 // A small, bounds-checked reader for CUDA cubins (ELF64, little-endian, EM_CUDA): the
-// architecture in the header and the kernel entry points in the symbol table. It reads
-// untrusted bytes (bundles, cache entries), so every offset and size is checked before use.
+// architecture in the header, the kernel entry points in the symbol table, and the kernels'
+// parameter sizes in the `.nv.info` sections. It reads untrusted bytes (bundles, cache entries), so every offset and size is checked before use.
 #pragma once
 
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "kiln/error.hpp"
@@ -20,6 +21,14 @@ struct CubinInfo {
 
 // Fails, naming the check, on anything that is not a well-formed cubin.
 [[nodiscard]] Result<CubinInfo> read_cubin(ByteView bytes);
+
+// Each kernel's parameter sizes in bytes, in order, by mangled name, as ptxas recorded them in the
+// cubin's `.nv.info.<kernel>` section (EIATTR_KPARAM_INFO): what cuFuncGetParamInfo reports, read
+// without a driver call per parameter. The layout is NVIDIA's and undocumented, so this never
+// fails: a kernel whose table is missing or not self-consistent (ordinals, offsets, and the total
+// in EIATTR_CBANK_PARAM_SIZE) is left out, and the caller asks the driver for that one.
+using ParameterSizes = std::unordered_map<std::string, std::vector<std::size_t>>;
+[[nodiscard]] ParameterSizes parameter_sizes(ByteView cubin);
 
 // The `.entry` names of a PTX module (".visible .entry _Z3addPf(" -> "_Z3addPf"), sorted.
 [[nodiscard]] std::vector<std::string> ptx_entry_names(std::string_view ptx);

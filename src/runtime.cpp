@@ -13,6 +13,7 @@
 #include <thread>
 #include <unordered_map>
 
+#include "elf.hpp"
 #include "jit_single_flight.hpp"
 #include "kiln/compiler.hpp"
 #include "log.hpp"
@@ -180,7 +181,17 @@ struct ImageData {
 struct LoadedImage {
   CUmodule module = nullptr;
   Path path = Path::AotExact;
+  std::shared_ptr<const elf::ParameterSizes> parameters;  // read from the cubin once, for all its kernels
 };
+
+// The module of a cubin, loaded on `device` and kept until the Module's kernels are all gone.
+// The cubin's parameter tables are read with it, so a first launch asks the driver nothing.
+Result<LoadedImage> load_cubin(Driver& driver, LoadedModules& modules, int device, ByteView cubin, Path path) {
+  Result<CUmodule> module = driver.load_module(device, cubin);
+  if (!module) return module.error();
+  modules.add(device, *module);
+  return LoadedImage{*module, path, std::make_shared<const elf::ParameterSizes>(elf::parameter_sizes(cubin))};
+}
 
 }  // namespace
 
@@ -210,6 +221,7 @@ struct Kernel::State {
   CUcontext context = nullptr;
   CUfunction function = nullptr;
   mutable std::atomic<bool> arguments_checked{false};
+  std::optional<std::vector<std::size_t>> cubin_parameter_sizes;  // from the cubin, when it records them
   std::shared_ptr<const KernelNames> names;
   std::size_t name_index = 0;
 
@@ -223,10 +235,17 @@ struct Kernel::State {
   mutable KernelRecord record;  // `kernel` is empty until named_record()
 
  private:
-  // The kernel's parameter sizes, asked of the driver on the first launch rather than when the
-  // kernel is made ready: a kernel prepared and never launched costs no queries.
+  // The kernel's parameter sizes: the cubin's own table, or else asked of the driver on the first
+  // launch (a query per parameter) rather than when the kernel is made ready, so that a kernel
+  // prepared and never launched costs no queries.
   const Result<std::optional<std::vector<std::size_t>>>& parameter_sizes() const {
-    std::call_once(sized, [this] { queried_sizes.emplace(driver->parameter_sizes(function)); });
+    std::call_once(sized, [this] {
+      if (cubin_parameter_sizes) {
+        queried_sizes.emplace(cubin_parameter_sizes);
+      } else {
+        queried_sizes.emplace(driver->parameter_sizes(function));
+      }
+    });
     return *queried_sizes;
   }
 
@@ -468,8 +487,7 @@ const Result<LoadedImage>& Module::State::whole_image(int device, std::size_t im
     const Result<ImageData>& loaded = data(image);
     if (!loaded) return loaded.error();
     const ImageTarget& target = bundle.images()[image].target;
-    LoadedImage result;
-    result.path = aot_path;
+    Path path = aot_path;
     Bytes compiled;
     ByteView cubin = loaded->bytes;
     if (target.kind != ImageKind::Cubin) {
@@ -481,13 +499,9 @@ const Result<LoadedImage>& Module::State::whole_image(int device, std::size_t im
       if (!jitted) return jitted.error();
       compiled = std::move(jitted->first);
       cubin = compiled;
-      result.path = jitted->second;
+      path = jitted->second;
     }
-    Result<CUmodule> module = runtime->driver->load_module(device, cubin);
-    if (!module) return module.error();
-    modules->add(device, *module);
-    result.module = *module;
-    return result;
+    return load_cubin(*runtime->driver, *modules, device, cubin, path);
   });
 }
 
@@ -536,12 +550,8 @@ void Module::State::load_cached_whole_image(int device, std::size_t image, Arch 
   if (!cubin) return;  // not prewarmed: each kernel finds or compiles its own cubin
   Device& state = devices[static_cast<std::size_t>(device)];
   // A load that fails leaves its error in the slot, and the kernels go their own way.
-  (void)state.slot(state.images, image).get([&]() -> Result<LoadedImage> {
-    Result<CUmodule> module = runtime->driver->load_module(device, *cubin);
-    if (!module) return module.error();
-    modules->add(device, *module);
-    return LoadedImage{*module, Path::CacheHit};
-  });
+  (void)state.slot(state.images, image).get(
+      [&] { return load_cubin(*runtime->driver, *modules, device, *cubin, Path::CacheHit); });
 }
 
 Result<void> Module::State::cache_whole_image(int device, std::size_t image, Arch target) {
@@ -573,8 +583,6 @@ Result<Kernel> Module::State::make_kernel(std::size_t index, int device) {
     runtime->logger.write(LogLevel::Debug, names->readable(index) + " on GPU " + std::to_string(device) + ": " + selection->reason);
   }
 
-  CUmodule module = nullptr;
-  Path path = selection->path;
   const Arch ptx_arch{gpu.cc, target.arch.variant};
   // A warm start: the kernel's image, compiled whole, already loaded from the persistent cache by
   // prepare_all; or the kernel's own cubin in the cache.
@@ -588,32 +596,30 @@ Result<Kernel> Module::State::make_kernel(std::size_t index, int device) {
     loaded = &data(image);
     if (!*loaded) return failed((*loaded).error());
   }
-  if (whole) {
-    module = whole->module;
-    path = whole->path;
-  } else if (cached) {
-    Result<CUmodule> kernel_module = runtime->driver->load_module(device, *cached);
+  // A kernel's own cubin (from the cache or just compiled) is loaded here; a whole image's
+  // module is shared by its kernels.
+  std::optional<LoadedImage> own;
+  if (cached) {
+    Result<LoadedImage> kernel_module = load_cubin(*runtime->driver, *modules, device, *cached, Path::CacheHit);
     if (!kernel_module) return failed(std::move(kernel_module).error());
-    modules->add(device, *kernel_module);
-    module = *kernel_module;
-    path = Path::CacheHit;
-  } else if (target.kind == ImageKind::Ptx && (*loaded)->ptx->splittable()) {
+    own = std::move(*kernel_module);
+  } else if (!whole && target.kind == ImageKind::Ptx && (*loaded)->ptx->splittable()) {
     Result<std::string> piece = (*loaded)->ptx->kernel_ptx(mangled);
     if (!piece) return failed(std::move(piece).error());
     auto jitted = jit(image, as_bytes(*piece), mangled, ptx_arch, device,
                       bundle.name() + " " + target.name() + " " + names->readable(index));
     if (!jitted) return failed(std::move(jitted).error());
-    Result<CUmodule> kernel_module = runtime->driver->load_module(device, jitted->first);
+    Result<LoadedImage> kernel_module = load_cubin(*runtime->driver, *modules, device, jitted->first, jitted->second);
     if (!kernel_module) return failed(std::move(kernel_module).error());
-    modules->add(device, *kernel_module);
-    module = *kernel_module;
-    path = jitted->second;
-  } else {
-    const Result<LoadedImage>& whole = whole_image(device, image, selection->path);
-    if (!whole) return failed(whole.error());
-    module = whole->module;
-    path = whole->path;
+    own = std::move(*kernel_module);
+  } else if (!whole) {
+    const Result<LoadedImage>& shared = whole_image(device, image, selection->path);
+    if (!shared) return failed(shared.error());
+    whole = &*shared;
   }
+  const LoadedImage& loaded_image = own ? *own : *whole;
+  CUmodule module = loaded_image.module;
+  Path path = loaded_image.path;
 
   auto state = std::make_shared<Kernel::State>();
   Result<CUfunction> function = runtime->driver->function(module, mangled);
@@ -624,6 +630,9 @@ Result<Kernel> Module::State::make_kernel(std::size_t index, int device) {
   state->driver = runtime->driver.get();
   state->context = *context;
   state->function = *function;
+  if (auto sizes = loaded_image.parameters->find(mangled); sizes != loaded_image.parameters->end()) {
+    state->cubin_parameter_sizes = sizes->second;
+  }
   state->names = names;
   state->name_index = index;
   state->record = KernelRecord{{}, mangled, device, device_arch, target.name(), path, milliseconds_since(start)};

@@ -22,6 +22,10 @@ struct CudaApi {
   CUresult (*stream_destroy)(CUstream) = nullptr;
   CUresult (*stream_synchronize)(CUstream) = nullptr;
   CUresult (*function_module)(CUmodule*, CUfunction) = nullptr;
+  CUresult (*module_load_data)(CUmodule*, const void*) = nullptr;
+  CUresult (*module_unload)(CUmodule) = nullptr;
+  CUresult (*module_get_function)(CUfunction*, CUmodule, const char*) = nullptr;
+  CUresult (*function_parameter_info)(CUfunction, size_t, size_t*, size_t*) = nullptr;
 
   // nullptr where the driver is not installed.
   static const CudaApi* get() {
@@ -41,6 +45,10 @@ struct CudaApi {
       bind(loaded->stream_destroy, "cuStreamDestroy_v2");
       bind(loaded->stream_synchronize, "cuStreamSynchronize");
       bind(loaded->function_module, "cuFuncGetModule");
+      bind(loaded->module_load_data, "cuModuleLoadData");
+      bind(loaded->module_unload, "cuModuleUnload");
+      bind(loaded->module_get_function, "cuModuleGetFunction");
+      bind(loaded->function_parameter_info, "cuFuncGetParamInfo");
       return loaded;
     }();
     return api;

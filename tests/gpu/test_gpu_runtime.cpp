@@ -21,6 +21,7 @@
 #include <set>
 #include <thread>
 
+#include "elf.hpp"
 #include "gpu_test_support.hpp"
 #include "kiln/compiler.hpp"
 #include "kiln/doctor.hpp"
@@ -480,6 +481,64 @@ TEST_F(GpuRuntime, PrewarmedWholeImagesServePrepareAll) {
   }
   EXPECT_EQ(all.size(), modules_by_image.size()) << "each image its own module";
   EXPECT_LT(all.size(), records.size()) << "fewer modules than kernels";
+}
+
+// The parameter sizes kiln reads from a cubin's .nv.info tables (so that a first launch need not
+// ask the driver per parameter) are the ones cuFuncGetParamInfo gives, for every kernel of the
+// test bundles and of the op library (when this build made its bundles), in cubins from the
+// offline compiler, per kernel (--split-kernels) and from the driver's own PTX linker (the JIT).
+TEST_F(GpuRuntime, CubinParameterTablesMatchTheDriver) {
+  Runtime runtime = make_runtime(options());
+  ASSERT_TRUE(runtime.driver()->make_current(0).ok());
+  const kiln_gpu_test::CudaApi& cuda = *kiln_gpu_test::CudaApi::get();
+  std::vector<std::pair<std::string, Bytes>> bundles = {{"aot", bundle_for(aot_recipe(gpu_.cc))},
+                                                        {"split", bundle_for(split_recipe(gpu_.cc))},
+                                                        {"ptx", bundle_for(ptx_recipe(gpu_.cc))}};
+  for (const char* directory : {KILN_GPU_TEST_OPS_BUNDLES, KILN_GPU_TEST_BENCH_BUNDLES}) {
+    if (!fs::is_directory(directory)) continue;
+    for (const auto& item : fs::directory_iterator(directory)) {
+      if (item.path().extension() != ".kiln") continue;
+      std::ifstream file(item.path(), std::ios::binary);
+      bundles.emplace_back(item.path().filename().string(), Bytes(std::istreambuf_iterator<char>(file), {}));
+    }
+  }
+  std::size_t compared = 0;
+  for (const auto& [name, bytes] : bundles) {
+    Result<Bundle> bundle = Bundle::open(bytes, name);
+    ASSERT_TRUE(bundle.ok()) << bundle.error().describe();
+    for (std::size_t index = 0; index < bundle->images().size(); ++index) {
+      const ImageInfo& image = bundle->images()[index];
+      if (image.duplicate_of || image.target.kind == ImageKind::Source) continue;
+      if (image.target.kind == ImageKind::Cubin && image.target.arch.cc != gpu_.cc) continue;
+      SCOPED_TRACE(name + " image " + std::to_string(index) + " (" + image.target.name() + ")");
+      Result<Bytes> extracted = bundle->extract(index);
+      ASSERT_TRUE(extracted.ok()) << extracted.error().describe();
+      Bytes cubin = std::move(*extracted);
+      if (image.target.kind == ImageKind::Ptx) {
+        Result<Bytes> linked = runtime.driver()->link_ptx(0, as_text(cubin), Arch{gpu_.cc}, name);
+        ASSERT_TRUE(linked.ok()) << linked.error().describe();
+        cubin = std::move(*linked);
+      }
+      const elf::ParameterSizes tables = elf::parameter_sizes(cubin);
+      CUmodule module = nullptr;
+      kiln_gpu_test::check(cuda.module_load_data(&module, cubin.data()), "cuModuleLoadData");
+      for (const std::string& kernel : image.kernels) {
+        CUfunction function = nullptr;
+        kiln_gpu_test::check(cuda.module_get_function(&function, module, kernel.c_str()), "cuModuleGetFunction");
+        std::vector<std::size_t> from_driver;
+        for (std::size_t offset = 0, size = 0; cuda.function_parameter_info(function, from_driver.size(), &offset, &size) == CUDA_SUCCESS;) {
+          from_driver.push_back(size);
+        }
+        auto table = tables.find(kernel);
+        ASSERT_NE(table, tables.end()) << kernel << " has no parameter table";
+        EXPECT_EQ(table->second, from_driver) << kernel;
+        ++compared;
+      }
+      kiln_gpu_test::check(cuda.module_unload(module), "cuModuleUnload");
+    }
+  }
+  std::printf("  compared the parameter sizes of %zu kernels in %zu bundles\n", compared, bundles.size());
+  EXPECT_GT(compared, 0u);
 }
 
 // A thread that never made a context current launches through kiln: the launch makes the

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <filesystem>
 #include <fstream>
 #include <random>
@@ -12,6 +13,7 @@
 #include "elf.hpp"
 #include "kiln/cache.hpp"
 #include "kiln/compiler.hpp"
+#include "kiln/little_endian.hpp"
 #include "nvrtc.hpp"
 #include "source_image.hpp"
 
@@ -608,6 +610,63 @@ TEST(compiler_elf, ReadsPtxEntries) {
   EXPECT_EQ(elf::ptx_entry_names(ptx),
             (std::vector<std::string>{"_Z3addPfS_", "_Z5scaleIfEvPT_", "commented_out_is_still_text_but_harmless",
                                       "plain"}));
+}
+
+// Sizes as cuFuncGetParamInfo reports them (the GPU test checks the two agree on a real device).
+const elf::ParameterSizes kParameterSizes = {
+    {"no_parameters", {}},
+    {"scalars", {1, 2, 4, 8, 4, 8, 8}},
+    {"by_value", {16, 1, 256, 8}},
+    {"_Z4axpyIfEvPT_PKS0_S0_i", {8, 8, 4, 4}},
+    {"_Z4axpyIdEvPT_PKS0_S0_i", {8, 8, 8, 4}},
+};
+
+TEST_F(compiler, TheCubinRecordsEachKernelsParameterSizes) {
+  CompileOptions options;
+  options.cubin_archs = {arch(7, 5), arch(9, 0), arch(12, 0)};
+  auto output = compile({data_path("compiler_parameters.cu")}, options);
+  ASSERT_TRUE(output) << output.error().describe();
+  ASSERT_EQ(output->images.size(), 3u);
+  for (const Image& image : output->images) {
+    EXPECT_EQ(elf::parameter_sizes(image.bytes), kParameterSizes) << image.target.name();
+  }
+}
+
+TEST_F(compiler, AParameterTableThatDoesNotAddUpIsLeftToTheDriver) {
+  CompileOptions options;
+  options.cubin_archs = {arch(9, 0)};
+  auto output = compile({data_path("compiler_parameters.cu")}, options);
+  ASSERT_TRUE(output) << output.error().describe();
+  const Bytes& cubin = output->images[0].bytes;
+  // Each EIATTR_KPARAM_INFO record: format 4, attribute 0x17, size 12, then index, ordinal,
+  // offset and the word whose bits 18.. hold the size. Doubling one parameter's size breaks
+  // the table's agreement with EIATTR_CBANK_PARAM_SIZE, so that kernel is left out, and the
+  // others still read.
+  const std::array<std::uint8_t, 4> record = {4, 0x17, 12, 0};
+  auto found = std::search(cubin.begin(), cubin.end(), record.begin(), record.end());
+  ASSERT_NE(found, cubin.end());
+  Bytes damaged = cubin;
+  const std::size_t word = static_cast<std::size_t>(found - cubin.begin()) + 4 + 8;
+  std::uint32_t flags = load_le<std::uint32_t>(damaged.data() + word);
+  flags = (flags & ((1u << 18) - 1)) | ((((flags >> 18) & 0x3fff) * 2) << 18);
+  store_le<std::uint32_t>(damaged.data() + word, flags);
+  const elf::ParameterSizes read = elf::parameter_sizes(damaged);
+  EXPECT_EQ(read.size(), kParameterSizes.size() - 1);
+  for (const auto& [kernel, sizes] : read) EXPECT_EQ(sizes, kParameterSizes.at(kernel)) << kernel;
+
+  // Cut short: what still reads is right. Damaged anywhere: any answer, but no crash and no
+  // out-of-bounds read (ASan); the runtime only reads cubins whose checksums it has verified.
+  std::mt19937 random(5);
+  for (int trial = 0; trial < 20000; ++trial) {
+    Bytes bytes = cubin;
+    if (trial % 2 == 0) {
+      bytes.resize(random() % cubin.size());
+      for (const auto& [kernel, sizes] : elf::parameter_sizes(bytes)) EXPECT_EQ(sizes, kParameterSizes.at(kernel));
+    } else {
+      for (int flips = 0; flips < 1 + trial % 4; ++flips) bytes[random() % bytes.size()] = static_cast<std::uint8_t>(random());
+      (void)elf::parameter_sizes(bytes);
+    }
+  }
 }
 
 TEST_F(compiler, ElfReaderRejectsGarbageWithoutCrashing) {

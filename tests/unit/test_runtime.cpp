@@ -16,7 +16,9 @@
 #include <sstream>
 #include <thread>
 
+#include "elf.hpp"
 #include "kiln/bundle_format.hpp"
+#include "kiln/compiler.hpp"
 #include "kiln/doctor.hpp"
 #include "kiln/runtime.hpp"
 
@@ -72,13 +74,18 @@ class FakeDriver final : public Driver {
   }
 
   Result<CUmodule> load_module(int device, ByteView image) override {
-    std::istringstream words{std::string(as_text(image))};
-    std::string magic;
     auto module = std::make_unique<FakeModule>();
     module->device = device;
-    words >> magic >> module->arch;
-    if (magic != "FAKECUBIN") return make_error(Component::Driver, "not a fake cubin");
-    for (std::string kernel; words >> kernel;) module->kernels.push_back(kernel);
+    if (Result<elf::CubinInfo> real = elf::read_cubin(image)) {  // a real cubin, made by NVRTC
+      module->arch = "sm_" + std::to_string(real->sm);
+      module->kernels = real->kernels;
+    } else {
+      std::istringstream words{std::string(as_text(image))};
+      std::string magic;
+      words >> magic >> module->arch;
+      if (magic != "FAKECUBIN") return make_error(Component::Driver, "not a fake cubin");
+      for (std::string kernel; words >> kernel;) module->kernels.push_back(kernel);
+    }
     std::lock_guard lock(mutex_);
     loads.push_back({device, module->arch});
     modules_.push_back(std::move(module));
@@ -609,6 +616,33 @@ TEST_F(RuntimeTest, LaunchChecksArgumentsAgainstTheKernel) {
   ASSERT_TRUE(launched.ok()) << launched.error().describe();
   EXPECT_EQ(driver_->launches.load(), 1);
   EXPECT_EQ(driver_->parameter_queries.load(), 1);  // asked once, for the first launch
+}
+
+// A real cubin records its kernels' parameter sizes; the first launch checks against those
+// without a driver query per parameter (cuFuncGetParamInfo), whatever path the cubin came by.
+TEST_F(RuntimeTest, ARealCubinsParameterTableSavesTheDriverQueries) {
+  CompileOptions compile_options;
+  compile_options.cubin_archs = {Arch{kHopper}};
+  compile_options.cache_dir = cache_dir_ / "build";
+  Result<CompileOutput> compiled =
+      compile({fs::path(KILN_SOURCE_DIR) / "tests" / "data" / "compiler_parameters.cu"}, compile_options);
+  ASSERT_TRUE(compiled.ok()) << compiled.error().describe();
+  ASSERT_EQ(compiled->images.size(), 1u);
+
+  Runtime runtime = make_runtime({kHopper});
+  Module module = load(runtime, compiled->images);
+  const Kernel scalars = kernel_or_fail(module, "scalars");
+  bool* out = nullptr;
+  Result<void> wrong = scalars.launch({1}, {1}, 0, nullptr, 'c', short{2}, 3, 4LL, 5.0f, 6.0f, out);
+  ASSERT_FALSE(wrong.ok());
+  EXPECT_EQ(wrong.error().message, "kernel scalars: argument 5 is 4 bytes, the kernel takes 8");
+  ASSERT_TRUE(scalars.launch({1}, {1}, 0, nullptr, 'c', short{2}, 3, 4LL, 5.0f, 6.0, out).ok());
+  const Kernel none = kernel_or_fail(module, "no_parameters");
+  Result<void> extra = none.launch({1}, {1}, 0, nullptr, 1);
+  ASSERT_FALSE(extra.ok());
+  EXPECT_EQ(extra.error().message, "kernel no_parameters takes 0 arguments, 1 were given");
+  EXPECT_EQ(driver_->parameter_queries.load(), 0);
+  EXPECT_EQ(driver_->launches.load(), 1);
 }
 
 TEST_F(RuntimeTest, LaunchWithoutParameterInfoSkipsTheCheck) {
