@@ -285,23 +285,32 @@ struct DiskCache::State {
       discard(path, nullptr);
       return std::nullopt;
     }
-    Bytes contents;
-    // One byte past the size seen, so a file that grew is caught by the size check, not truncated.
+    const auto reject = [&] {
+      discard(path, &status);
+      return std::nullopt;
+    };
+    // The header first, then the payload straight into the buffer that is returned, then one
+    // byte more: a file that grew since fstat is caught rather than read in part.
+    std::uint8_t header_bytes[kCacheEntryHeaderBytes];
     if (!S_ISREG(status.st_mode) ||
-        cache_files::read_all(file.get(), static_cast<std::uint64_t>(status.st_size) + 1, contents, faults.inject) != 0) {
-      discard(path, &status);
-      return std::nullopt;
+        cache_files::read_exactly(file.get(), header_bytes, sizeof header_bytes, faults.inject) != 0) {
+      return reject();
     }
-    Result<Bytes> payload = parse_cache_entry(contents, key);
-    if (!payload) {
-      discard(path, &status);
-      return std::nullopt;
+    Result<CacheEntryHeader> header = parse_cache_entry_header(ByteView(header_bytes, sizeof header_bytes), key,
+                                                               static_cast<std::uint64_t>(status.st_size));
+    if (!header) return reject();
+    Bytes payload(static_cast<std::size_t>(header->payload_size));
+    std::uint8_t beyond = 0;
+    if (cache_files::read_exactly(file.get(), payload.data(), payload.size(), faults.inject) != 0 ||
+        cache_files::read_exactly(file.get(), &beyond, 1, faults.inject) != ENODATA ||
+        !check_cache_entry_payload(*header, payload)) {
+      return reject();
     }
     // The mtime is the entry's last use for LRU pruning: atime is unreliable (noatime, relatime).
     // A failure (read-only file system) only makes the LRU order less exact.
     const timespec times[2] = {{0, UTIME_OMIT}, {0, UTIME_NOW}};
     (void)::futimens(file.get(), times);
-    return std::move(*payload);
+    return payload;
   }
 
   std::string temp_file_name() {

@@ -1,4 +1,5 @@
 // The cache's pure parts: the key and the entry file format (docs/cache.md).
+#include <algorithm>
 #include <cstring>
 
 #include "kiln/cache.hpp"
@@ -58,12 +59,13 @@ Bytes encode_cache_entry(const Hash128& key, ByteView payload) {
   return file;
 }
 
-Result<Bytes> parse_cache_entry(ByteView file, const Hash128& expected_key) {
-  if (file.size() < kCacheEntryHeaderBytes) {
-    return corrupt("file of " + std::to_string(file.size()) + " bytes is shorter than the " +
-                   std::to_string(kCacheEntryHeaderBytes) + "-byte header");
+Result<CacheEntryHeader> parse_cache_entry_header(ByteView header_bytes, const Hash128& expected_key,
+                                                  std::uint64_t file_size) {
+  if (file_size < kCacheEntryHeaderBytes || header_bytes.size() < kCacheEntryHeaderBytes) {
+    return corrupt("file of " + std::to_string(std::min<std::uint64_t>(file_size, header_bytes.size())) +
+                   " bytes is shorter than the " + std::to_string(kCacheEntryHeaderBytes) + "-byte header");
   }
-  const std::uint8_t* header = file.data();
+  const std::uint8_t* header = header_bytes.data();
   if (std::memcmp(header + kMagicOffset, kEntryMagic, sizeof kEntryMagic) != 0) {
     return corrupt("bad magic: not a kiln cache entry");
   }
@@ -82,16 +84,28 @@ Result<Bytes> parse_cache_entry(ByteView file, const Hash128& expected_key) {
     return corrupt("holds key " + stored_key.hex() + " under the name of key " + expected_key.hex());
   }
   // Compared against what follows the header, never added to anything, so no overflow.
-  const std::uint64_t payload_size = load_le<std::uint64_t>(header + kPayloadSizeOffset);
-  const std::uint64_t bytes_after_header = file.size() - kCacheEntryHeaderBytes;
-  if (payload_size != bytes_after_header) {
-    return corrupt("payload size " + std::to_string(payload_size) + " does not match the " +
+  CacheEntryHeader parsed{load_le<std::uint64_t>(header + kPayloadSizeOffset),
+                          load_le<std::uint64_t>(header + kPayloadChecksumOffset)};
+  const std::uint64_t bytes_after_header = file_size - kCacheEntryHeaderBytes;
+  if (parsed.payload_size != bytes_after_header) {
+    return corrupt("payload size " + std::to_string(parsed.payload_size) + " does not match the " +
                    std::to_string(bytes_after_header) + " bytes after the header");
   }
-  const ByteView payload = file.subspan(kCacheEntryHeaderBytes);
-  if (checksum64(payload) != load_le<std::uint64_t>(header + kPayloadChecksumOffset)) {
+  return parsed;
+}
+
+Result<void> check_cache_entry_payload(const CacheEntryHeader& header, ByteView payload) {
+  if (payload.size() != header.payload_size || checksum64(payload) != header.payload_checksum) {
     return corrupt("payload checksum mismatch");
   }
+  return {};
+}
+
+Result<Bytes> parse_cache_entry(ByteView file, const Hash128& expected_key) {
+  Result<CacheEntryHeader> header = parse_cache_entry_header(file, expected_key, file.size());
+  if (!header) return header.error();
+  const ByteView payload = file.subspan(kCacheEntryHeaderBytes);
+  if (Result<void> checked = check_cache_entry_payload(*header, payload); !checked) return checked.error();
   return Bytes(payload.begin(), payload.end());
 }
 

@@ -63,25 +63,19 @@ int write_all(int fd, ByteView bytes, const FaultHook& inject) {
   return 0;
 }
 
-int read_all(int fd, std::uint64_t limit, Bytes& out, const FaultHook& inject) {
-  constexpr std::size_t kChunk = 1 << 16;
-  out.clear();
-  while (out.size() < limit) {
+int read_exactly(int fd, std::uint8_t* out, std::size_t size, const FaultHook& inject) {
+  for (std::size_t done = 0; done < size;) {
     if (const int error = injected_error(inject, "read")) {
       if (error == EINTR) continue;
       return error;
     }
-    const std::size_t old_size = out.size();
-    const std::size_t want = static_cast<std::size_t>(std::min<std::uint64_t>(kChunk, limit - old_size));
-    out.resize(old_size + want);
-    const ssize_t count = ::read(fd, out.data() + old_size, want);
+    const ssize_t count = ::read(fd, out + done, size - done);
     if (count < 0) {
-      out.resize(old_size);
       if (errno == EINTR) continue;
       return errno;
     }
-    out.resize(old_size + static_cast<std::size_t>(count));
-    if (count == 0) break;
+    if (count == 0) return ENODATA;
+    done += static_cast<std::size_t>(count);
   }
   return 0;
 }

@@ -40,8 +40,8 @@ class FileDescriptor {
 
 // Each returns 0 or an errno. Short writes continue and EINTR (real or injected) is retried.
 [[nodiscard]] int write_all(int fd, ByteView bytes, const FaultHook& inject);
-// Reads to end of file, at most `limit` bytes (a file longer than that is reported by its size).
-[[nodiscard]] int read_all(int fd, std::uint64_t limit, Bytes& out, const FaultHook& inject);
+// Reads exactly `size` bytes; ENODATA where the file ends before them.
+[[nodiscard]] int read_exactly(int fd, std::uint8_t* out, std::size_t size, const FaultHook& inject);
 // mkdir -p; every directory it creates gets mode 0700.
 [[nodiscard]] int make_private_directories(const std::filesystem::path& directory, const FaultHook& inject);
 

@@ -44,11 +44,21 @@ struct CachePolicy {
 // The entry file (docs/cache.md): "kiln-<32 hex>.bin" holding a 48-byte little-endian header
 // (magic, format version, header size, the full key, payload size, XXH3-64 of the payload)
 // and the payload. parse_cache_entry reads untrusted bytes: every field is checked, and the
-// error names the check that failed.
+// error names the check that failed. A reader of the file itself checks the header first
+// (parse_cache_entry_header, given the file's size), reads the payload straight into its own
+// buffer, then checks that (check_cache_entry_payload): the same checks, without holding the
+// whole file and a copy of its payload.
 inline constexpr std::size_t kCacheEntryHeaderBytes = 48;
+struct CacheEntryHeader {
+  std::uint64_t payload_size = 0;
+  std::uint64_t payload_checksum = 0;
+};
 [[nodiscard]] std::string cache_entry_file_name(const Hash128& key);
 [[nodiscard]] Bytes encode_cache_entry(const Hash128& key, ByteView payload);
 [[nodiscard]] Result<Bytes> parse_cache_entry(ByteView file, const Hash128& expected_key);
+[[nodiscard]] Result<CacheEntryHeader> parse_cache_entry_header(ByteView header, const Hash128& expected_key,
+                                                                std::uint64_t file_size);
+[[nodiscard]] Result<void> check_cache_entry_payload(const CacheEntryHeader& header, ByteView payload);
 
 struct CacheEntryInfo {
   std::string key;  // hex
