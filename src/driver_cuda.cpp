@@ -150,7 +150,20 @@ class CudaDriver final : public Driver {
   ~CudaDriver() override = default;
 
   int version() const noexcept override { return version_; }
-  const std::vector<GpuInfo>& gpus() const noexcept override { return gpus_; }
+  const std::vector<GpuInfo>& gpus() const noexcept override {
+    std::call_once(named_, [this] {
+      for (GpuInfo& gpu : gpus_) {
+        char name[256] = {};
+        const CUresult result = api_.cuDeviceGetName(name, sizeof name, devices_[static_cast<std::size_t>(gpu.ordinal)]);
+        gpu.name = result == CUDA_SUCCESS ? name : "unnamed GPU (cuDeviceGetName: " + result_text(api_, result) + ")";
+      }
+    });
+    return gpus_;
+  }
+  std::size_t gpu_count() const noexcept override { return gpus_.size(); }
+  ComputeCapability compute_capability(int device) const noexcept override {
+    return gpus_[static_cast<std::size_t>(device)].cc;
+  }
 
   Result<std::optional<int>> current_device() const override {
     CUcontext current = nullptr;
@@ -315,11 +328,12 @@ class CudaDriver final : public Driver {
     return {};
   }
 
-  std::string where(int device) const { return "GPU " + std::to_string(device) + " (" + gpus_[device].name + ")"; }
+  std::string where(int device) const { return "GPU " + std::to_string(device) + " (" + gpus()[device].name + ")"; }
 
   Api api_;
   int version_;
-  std::vector<GpuInfo> gpus_;
+  mutable std::once_flag named_;
+  mutable std::vector<GpuInfo> gpus_;  // names filled in on the first gpus()
   std::vector<CUdevice> devices_;
   std::unique_ptr<Primary[]> primaries_;
 };
@@ -394,11 +408,9 @@ Result<std::shared_ptr<Driver>> load_cuda_driver_from(const char* library) {
   std::vector<CUdevice> devices;
   for (int ordinal = 0; ordinal < count; ++ordinal) {
     CUdevice device = 0;
-    char name[256] = {};
     GpuInfo gpu;
     gpu.ordinal = ordinal;
     CUresult result = api.cuDeviceGet(&device, ordinal);
-    if (result == CUDA_SUCCESS) result = api.cuDeviceGetName(name, sizeof name, device);
     if (result == CUDA_SUCCESS) {
       result = api.cuDeviceGetAttribute(&gpu.cc.major, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, device);
     }
@@ -408,7 +420,6 @@ Result<std::shared_ptr<Driver>> load_cuda_driver_from(const char* library) {
     if (result != CUDA_SUCCESS) {
       return driver_error(api, result, "querying GPU " + std::to_string(ordinal), library);
     }
-    gpu.name = name;
     gpus.push_back(std::move(gpu));
     devices.push_back(device);
   }

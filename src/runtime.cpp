@@ -280,7 +280,7 @@ struct Module::State {
         bundle(std::move(bundle_in)),
         names(std::make_shared<const KernelNames>(bundle)),
         image_data(std::make_unique<SingleFlight<ImageData>[]>(bundle.images().size())),
-        devices(runtime->driver->gpus().size()),
+        devices(runtime->driver->gpu_count()),
         modules(std::make_shared<LoadedModules>(runtime->driver)) {}
 
   [[nodiscard]] Result<int> resolve_device(int device) const;
@@ -374,7 +374,7 @@ std::string Module::State::where(int device) const {
 }
 
 Result<int> Module::State::resolve_device(int device) const {
-  const int count = static_cast<int>(runtime->driver->gpus().size());
+  const int count = static_cast<int>(runtime->driver->gpu_count());
   if (device == -1) {
     Result<std::optional<int>> current = runtime->driver->current_device();
     if (!current) return current.error();
@@ -492,7 +492,7 @@ const Result<LoadedImage>& Module::State::whole_image(int device, std::size_t im
     ByteView cubin = loaded->bytes;
     if (target.kind != ImageKind::Cubin) {
       // Source compiles for the device's own architecture; PTX keeps its a/f variant.
-      Arch arch{runtime->driver->gpus()[static_cast<std::size_t>(device)].cc,
+      Arch arch{runtime->driver->compute_capability(device),
                 target.kind == ImageKind::Ptx ? target.arch.variant : ArchVariant::Plain};
       ByteView input = target.kind == ImageKind::Ptx ? as_bytes(loaded->ptx->text()) : ByteView(loaded->bytes);
       auto jitted = jit(image, input, "", arch, device, bundle.name() + " " + target.name());
@@ -508,7 +508,7 @@ const Result<LoadedImage>& Module::State::whole_image(int device, std::size_t im
 const Module::State::Device::Selected& Module::State::select(std::size_t index, int device) {
   Device& state = devices[static_cast<std::size_t>(device)];
   return state.slot(state.selections, index).get([&]() -> Device::Selected {
-    const ComputeCapability cc = runtime->driver->gpus()[static_cast<std::size_t>(device)].cc;
+    const ComputeCapability cc = runtime->driver->compute_capability(device);
     const std::vector<std::size_t>& candidates = names->candidate_images(index);
     std::vector<ImageTarget> targets;
     targets.reserve(candidates.size());
@@ -523,7 +523,7 @@ const Module::State::Device::Selected& Module::State::select(std::size_t index, 
 
 std::vector<std::pair<std::size_t, Arch>> Module::State::jit_ptx_images(int device) {
   std::vector<std::pair<std::size_t, Arch>> images;
-  const ComputeCapability cc = runtime->driver->gpus()[static_cast<std::size_t>(device)].cc;
+  const ComputeCapability cc = runtime->driver->compute_capability(device);
   for (std::size_t index = 0; index < names->size(); ++index) {
     const Device::Selected& selected = select(index, device);
     if (!selected || selected->second.target.kind != ImageKind::Ptx) continue;
@@ -566,8 +566,8 @@ Result<void> Module::State::cache_whole_image(int device, std::size_t image, Arc
 Result<Kernel> Module::State::make_kernel(std::size_t index, int device) {
   const Clock::time_point start = Clock::now();
   const std::string& mangled = names->mangled(index);
-  const GpuInfo& gpu = runtime->driver->gpus()[static_cast<std::size_t>(device)];
-  const std::string device_arch = Arch{gpu.cc}.sm_name();
+  const ComputeCapability cc = runtime->driver->compute_capability(device);
+  const std::string device_arch = Arch{cc}.sm_name();
   auto failed = [&](Error error) {
     const std::string here = where(device) + ", kernel " + names->readable(index);
     error.context = error.context.empty() ? here : here + ", " + error.context;
@@ -583,7 +583,7 @@ Result<Kernel> Module::State::make_kernel(std::size_t index, int device) {
     runtime->logger.write(LogLevel::Debug, names->readable(index) + " on GPU " + std::to_string(device) + ": " + selection->reason);
   }
 
-  const Arch ptx_arch{gpu.cc, target.arch.variant};
+  const Arch ptx_arch{cc, target.arch.variant};
   // A warm start: the kernel's image, compiled whole, already loaded from the persistent cache by
   // prepare_all; or the kernel's own cubin in the cache.
   const LoadedImage* whole = target.kind == ImageKind::Ptx ? cached_whole_image(device, image) : nullptr;
@@ -751,7 +751,7 @@ Result<Runtime> Runtime::create(const RuntimeOptions& options) {
 Result<Runtime> Runtime::create(std::shared_ptr<Driver> driver, std::shared_ptr<JitCompiler> jit,
                                 const RuntimeOptions& options) {
   if (!driver || !jit) return make_error(Component::Runtime, "a runtime needs a driver and a JIT compiler");
-  if (driver->gpus().empty()) return make_error(Component::Driver, "the CUDA driver found no GPU");
+  if (driver->gpu_count() == 0) return make_error(Component::Driver, "the CUDA driver found no GPU");
   auto state = std::make_shared<State>(options, std::move(driver), std::move(jit));
   if (state->logger.enabled(LogLevel::Debug)) {
     std::string gpus;

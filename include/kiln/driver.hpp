@@ -47,6 +47,13 @@ class Driver {
   [[nodiscard]] virtual int version() const noexcept = 0;
   // Every device, in ordinal order; never empty (loading fails without a device).
   [[nodiscard]] virtual const std::vector<GpuInfo>& gpus() const noexcept = 0;
+  // What selection needs of the devices. The defaults read gpus(); the CUDA driver answers these
+  // without the GPUs' names, which it looks up only when gpus() is first called
+  // (cuDeviceGetName costs ~13 µs, a start that only launches kernels never shows a name).
+  [[nodiscard]] virtual std::size_t gpu_count() const noexcept { return gpus().size(); }
+  [[nodiscard]] virtual ComputeCapability compute_capability(int device) const noexcept {
+    return gpus()[static_cast<std::size_t>(device)].cc;
+  }
   // The device of the calling thread's current context; nullopt when no context is current.
   [[nodiscard]] virtual Result<std::optional<int>> current_device() const = 0;
 
