@@ -264,7 +264,10 @@ JobResult run_split_job(const Job& job, const PreparedSource& source, const nvrt
 Result<void> check_architectures(const CompileOptions& options, const nvrtc::Toolchain& toolchain) {
   const auto& supported = toolchain.nvrtc.supported;
   std::string supported_names;
-  for (const auto& cc : supported) supported_names += (supported_names.empty() ? "" : " ") + Arch{cc}.sm_name();
+  for (const auto& cc : supported) {
+    if (!supported_names.empty()) supported_names += ' ';
+    supported_names += Arch{cc}.sm_name();
+  }
   for (const auto* list : {&options.cubin_archs, &options.ptx_archs}) {
     for (const Arch& arch : *list) {
       if (std::find(supported.begin(), supported.end(), arch.cc) != supported.end()) continue;
