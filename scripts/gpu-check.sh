@@ -16,7 +16,7 @@ if [ "$root" != /work/main ] && [ ! -e /work/main ]; then mkdir -p /work && ln -
 {
   nvidia-smi --query-gpu=name,driver_version,compute_cap --format=csv
   for binary in "$build"/bin/kiln "$build"/bin/kiln_demo "$build"/lib/libkiln.so; do
-    echo "ldd $binary:"; ldd "$binary" | grep -E "not found|zstd|xxhash|cuda|nvrtc" || true
+    echo "ldd $binary:"; ldd "$binary" | grep -E "not found|zstd|lz4|xxhash|cuda|nvrtc" || true
   done
 } 2>&1 | tee "$out/environment.txt"
 

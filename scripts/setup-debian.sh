@@ -11,7 +11,7 @@ if [ ! -f "$cuda_home/include/nvrtc.h" ]; then
 fi
 
 packages=(cmake ninja-build g++ pkg-config python3
-          libzstd-dev libxxhash-dev libcli11-dev nlohmann-json3-dev libgtest-dev libbenchmark-dev
+          libzstd-dev liblz4-dev libxxhash-dev libcli11-dev nlohmann-json3-dev libgtest-dev libbenchmark-dev
           clang libclang-rt-14-dev)
 missing=()
 for package in "${packages[@]}"; do

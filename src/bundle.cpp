@@ -2,6 +2,8 @@
 // lists every check below in the order open() makes them.
 #include "kiln/bundle.hpp"
 
+#include <lz4.h>
+#include <lz4hc.h>
 #include <zstd.h>
 
 #include <algorithm>
@@ -37,9 +39,15 @@ const char* codec_name(Codec codec) noexcept {
   switch (codec) {
     case Codec::None: return "none";
     case Codec::Zstd: return "zstd";
+    case Codec::Lz4: return "lz4";
   }
   return "unknown";
 }
+
+// The reader and writer convert between the two by value.
+static_assert(static_cast<std::uint16_t>(Codec::None) == format::kCodecNone &&
+              static_cast<std::uint16_t>(Codec::Zstd) == format::kCodecZstd &&
+              static_cast<std::uint16_t>(Codec::Lz4) == format::kCodecLz4);
 
 std::optional<std::string> BundleMetadata::get(std::string_view key) const {
   for (const auto& [name, value] : entries) {
@@ -146,6 +154,16 @@ Result<Bytes> zstd_compress(ByteView raw, ByteView prefix, int level) {
     return make_error(Component::Bundle, std::string("zstd compression failed: ") + ZSTD_getErrorName(size));
   }
   out.resize(size);
+  return out;
+}
+
+// One LZ4 block of `raw` (the caller keeps raw within kMaxImageRawSize, far below LZ4_MAX_INPUT_SIZE).
+Result<Bytes> lz4_compress(ByteView raw) {
+  Bytes out(static_cast<std::size_t>(LZ4_compressBound(static_cast<int>(raw.size()))));
+  const int size = LZ4_compress_HC(reinterpret_cast<const char*>(raw.data()), reinterpret_cast<char*>(out.data()),
+                                   static_cast<int>(raw.size()), static_cast<int>(out.size()), LZ4HC_CLEVEL_MAX);
+  if (size <= 0) return make_error(Component::Bundle, "lz4 compression of " + plural(raw.size(), "byte") + " failed");
+  out.resize(static_cast<std::size_t>(size));
   return out;
 }
 
@@ -466,8 +484,13 @@ class Parser {
 
   // An image whose stored bytes are its own.
   Result<void> check_stored(std::uint32_t index, const f::Entry& entry, const ImageLabel& where) {
-    if (entry.codec != f::kCodecNone && entry.codec != f::kCodecZstd) {
-      return fail(where + ": codec " + std::to_string(entry.codec) + " is not none (0) or zstd (1)", kHintNewer);
+    if (entry.codec != f::kCodecNone && entry.codec != f::kCodecZstd && entry.codec != f::kCodecLz4) {
+      return fail(where + ": codec " + std::to_string(entry.codec) + " is not none (0), zstd (1) or lz4 (2)", kHintNewer);
+    }
+    if (entry.codec == f::kCodecLz4 && header_.format_version < f::kFirstVersionWithLz4) {
+      return fail(where + ": codec lz4 (2) needs format version " + std::to_string(f::kFirstVersionWithLz4) +
+                      ", but the bundle is version " + std::to_string(header_.format_version),
+                  kHintMalformed);
     }
     if (entry.raw_size == 0 || entry.raw_size > f::kMaxImageRawSize) {
       return fail(where + ": raw size " + std::to_string(entry.raw_size) + " is not between 1 byte and the reader's limit of " +
@@ -493,14 +516,21 @@ class Parser {
                         " differs from raw size " + std::to_string(entry.raw_size),
                     kHintMalformed);
       }
-      if (entry.dictionary != f::kNoImage) {
-        return fail(where + ": stored uncompressed, yet names image " + std::to_string(entry.dictionary) +
-                        " as its dictionary",
+    } else {
+      const bool lz4 = entry.codec == f::kCodecLz4;
+      const std::uint64_t expansion = lz4 ? f::kLz4MaxExpansion : f::kZstdMaxExpansion;
+      if ((entry.raw_size + expansion - 1) / expansion > entry.stored_size) {
+        return fail(where + ": raw size " + std::to_string(entry.raw_size) + " cannot come from " +
+                        plural(entry.stored_size, lz4 ? "lz4 byte" : "zstd byte") +
+                        (lz4 ? " (an LZ4 block yields at most 255 bytes per byte)"
+                             : " (a zstd block yields at most 128 KiB from 4 bytes)"),
                     kHintMalformed);
       }
-    } else if ((entry.raw_size + f::kZstdMaxExpansion - 1) / f::kZstdMaxExpansion > entry.stored_size) {
-      return fail(where + ": raw size " + std::to_string(entry.raw_size) + " cannot come from " +
-                      plural(entry.stored_size, "zstd byte") + " (a zstd block yields at most 128 KiB from 4 bytes)",
+    }
+    if (entry.codec != f::kCodecZstd && entry.dictionary != f::kNoImage) {
+      return fail(where + (entry.codec == f::kCodecNone ? ": stored uncompressed" : ": stored as lz4") +
+                      ", yet names image " + std::to_string(entry.dictionary) +
+                      " as its dictionary (only zstd images have one)",
                   kHintMalformed);
     }
     if (entry.dictionary != f::kNoImage) {
@@ -671,6 +701,31 @@ std::vector<ImageTarget> Bundle::targets() const {
 
 namespace {
 
+// One LZ4 block into exactly `raw_size` bytes (checked against kMaxImageRawSize and the stored
+// size at open): a block that would write past them, read past its end or end short fails.
+template <class Fail>
+Result<Bytes> decode_lz4(ByteView stored, std::uint64_t raw_size, const Fail& fail) {
+  // liblz4 takes sizes as int; open() bounded the raw size, not the stored one.
+  if (stored.size() > static_cast<std::size_t>(std::numeric_limits<int>::max())) {
+    return fail("the stored bytes (" + plural(stored.size(), "byte") + ") are more than an LZ4 block of " +
+                    plural(raw_size, "byte") + " can be",
+                kHintMalformed);
+  }
+  Bytes raw(raw_size);
+  const int size = LZ4_decompress_safe(reinterpret_cast<const char*>(stored.data()), reinterpret_cast<char*>(raw.data()),
+                                       static_cast<int>(stored.size()), static_cast<int>(raw.size()));
+  if (size < 0) {
+    return fail("lz4 decompression failed: the stored bytes are not an LZ4 block of at most " + plural(raw_size, "byte"),
+                kHintCorrupt);
+  }
+  if (static_cast<std::uint64_t>(size) != raw_size) {
+    return fail("the LZ4 block inflated to " + plural(static_cast<std::uint64_t>(size), "byte") + ", not the declared " +
+                    std::to_string(raw_size),
+                kHintCorrupt);
+  }
+  return raw;
+}
+
 // Decodes the stored bytes of one image (validated by open()) given its dictionary's raw bytes.
 Result<Bytes> decode_image(const BundleData& state, std::size_t index, ByteView dictionary) {
   const f::Entry& entry = state.entries[index];
@@ -684,6 +739,7 @@ Result<Bytes> decode_image(const BundleData& state, std::size_t index, ByteView 
                 kHintCorrupt);
   }
   if (entry.codec == f::kCodecNone) return Bytes(stored.begin(), stored.end());
+  if (entry.codec == f::kCodecLz4) return decode_lz4(stored, entry.raw_size, fail);
 
   const unsigned long long declared = ZSTD_getFrameContentSize(stored.data(), stored.size());
   if (declared == ZSTD_CONTENTSIZE_ERROR) return fail("the stored bytes are not a zstd frame", kHintMalformed);
@@ -969,7 +1025,7 @@ Result<std::vector<StoredImage>> compress_images(const std::vector<Image>& image
     for (std::size_t job = next++; job < jobs.size(); job = next++) {
       const Image& image = images[jobs[job].image];
       const ByteView prefix = jobs[job].with_dictionary ? ByteView(images[dictionary[jobs[job].image]].bytes) : ByteView();
-      results[job] = zstd_compress(image.bytes, prefix, options.level);
+      results[job] = options.codec == Codec::Lz4 ? lz4_compress(image.bytes) : zstd_compress(image.bytes, prefix, options.level);
     }
   };
   const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
@@ -979,14 +1035,14 @@ Result<std::vector<StoredImage>> compress_images(const std::vector<Image>& image
   work();
   threads.clear();  // joins
 
-  // Keep the smallest of: the raw bytes, zstd alone, zstd primed with the dictionary.
+  // Keep the smallest of: the raw bytes, the codec alone, zstd primed with the dictionary.
   for (std::size_t job = 0; job < jobs.size(); ++job) {
     Result<Bytes>& result = *results[job];
     if (!result) return result.error();
     StoredImage& choice = stored[jobs[job].image];
     const std::size_t best = choice.codec == f::kCodecNone ? images[jobs[job].image].bytes.size() : choice.bytes.size();
     if (result->size() < best) {
-      choice.codec = f::kCodecZstd;
+      choice.codec = static_cast<std::uint16_t>(options.codec);
       choice.dictionary = jobs[job].with_dictionary ? dictionary[jobs[job].image] : f::kNoImage;
       choice.bytes = std::move(*result);
     }
@@ -994,11 +1050,18 @@ Result<std::vector<StoredImage>> compress_images(const std::vector<Image>& image
   return stored;
 }
 
+// The oldest version that expresses the bundle: one that uses nothing newer is written byte for
+// byte as before (goldens, reproducible rebuilds) and still reads with the kiln before.
+std::uint32_t oldest_version_for(const std::vector<f::Entry>& entries) {
+  const bool uses_lz4 = std::any_of(entries.begin(), entries.end(), [](const f::Entry& entry) { return entry.codec == f::kCodecLz4; });
+  return uses_lz4 ? f::kFirstVersionWithLz4 : f::kFirstVersionWithTablesChecksum;
+}
+
 }  // namespace
 
 Result<Bytes> write_bundle(const std::vector<Image>& images, const BundleMetadata& metadata, const WriteOptions& options) {
-  if (options.codec != Codec::None && options.codec != Codec::Zstd) {
-    return writer_error("codec " + std::to_string(static_cast<int>(options.codec)) + " is not none or zstd");
+  if (options.codec != Codec::None && options.codec != Codec::Zstd && options.codec != Codec::Lz4) {
+    return writer_error("codec " + std::to_string(static_cast<int>(options.codec)) + " is not none, zstd or lz4");
   }
   if (options.codec == Codec::Zstd && (options.level < ZSTD_minCLevel() || options.level > ZSTD_maxCLevel())) {
     return writer_error("zstd level " + std::to_string(options.level) + " is outside " + std::to_string(ZSTD_minCLevel()) +
@@ -1024,6 +1087,7 @@ Result<Bytes> write_bundle(const std::vector<Image>& images, const BundleMetadat
     if (duplicate_of[i] == f::kNoImage) same_hash.push_back(i);
   }
 
+  // Zstd only: an lz4 image decodes on its own, which keeps the fast codec simple and fast.
   const std::vector<std::uint32_t> dictionary =
       options.dictionaries && options.codec == Codec::Zstd ? plan_dictionaries(images, duplicate_of, std::min<unsigned>(options.max_dictionary_depth, f::kMaxDictionaryDepth))
                                                            : std::vector<std::uint32_t>(images.size(), f::kNoImage);
@@ -1033,7 +1097,6 @@ Result<Bytes> write_bundle(const std::vector<Image>& images, const BundleMetadat
   StringTable strings;
   f::Header header{};
   std::copy(f::kMagic.begin(), f::kMagic.end(), header.magic);
-  header.format_version = f::kFormatVersion;
   header.header_size = f::kHeaderSize;
   header.image_count = static_cast<std::uint32_t>(images.size());
   header.entry_size = f::kEntrySize;
@@ -1058,6 +1121,7 @@ Result<Bytes> write_bundle(const std::vector<Image>& images, const BundleMetadat
     entry.names_first_ref = strings.list(images[i].kernels);
     entry.names_count = static_cast<std::uint32_t>(images[i].kernels.size());
   }
+  header.format_version = oldest_version_for(entries);
   if (strings.bytes().size() > std::numeric_limits<std::uint32_t>::max()) {
     return writer_error("the kernel names and metadata total more than 4 GiB");
   }

@@ -15,8 +15,10 @@
 
 namespace kiln {
 
-enum class Codec : std::uint16_t { None = 0, Zstd = 1 };
-[[nodiscard]] const char* codec_name(Codec codec) noexcept;  // "none", "zstd"
+// Zstd gives the smallest bundles (with dictionaries); Lz4 decodes several times faster, for
+// programs that favour start-up time over size (docs/bundle-format.md has both).
+enum class Codec : std::uint16_t { None = 0, Zstd = 1, Lz4 = 2 };
+[[nodiscard]] const char* codec_name(Codec codec) noexcept;  // "none", "zstd", "lz4"
 
 // One image as the compiler produces it and the runtime consumes it (bytes uncompressed).
 struct Image {
@@ -33,8 +35,10 @@ struct BundleMetadata {
 
 struct WriteOptions {
   Codec codec = Codec::Zstd;
+  // The zstd level; lz4 is always written at LZ4HC's highest level (the cost is at build time only).
   int level = 19;
-  // Let an image name a sibling (same kind and kernels, nearest architecture) as its zstd dictionary.
+  // Let an image name a sibling (same kind and kernels, nearest architecture) as its zstd
+  // dictionary. Zstd only: lz4 images never name one.
   bool dictionaries = true;
   // The longest chain image -> dictionary -> ... the writer makes: extracting an image decodes
   // its whole chain first, so this bounds the work of a start (at most depth + 1 images) at
@@ -44,8 +48,9 @@ struct WriteOptions {
   unsigned threads = 0;
 };
 
-// Serializes images into a bundle. Identical images are stored once. Deterministic:
-// the same images, metadata and options give byte-identical output.
+// Serializes images into a bundle, in the oldest format version that can express it (2, or 3
+// where an image is stored as lz4). Identical images are stored once. Deterministic: the same
+// images, metadata and options give byte-identical output.
 [[nodiscard]] Result<Bytes> write_bundle(const std::vector<Image>& images, const BundleMetadata& metadata,
                                          const WriteOptions& options = {});
 

@@ -3,7 +3,7 @@
 //
 // Layout (offsets from the start of the bundle, every number little-endian):
 //
-//   [ header        ]  kHeaderSize bytes (v1, v2); header_size says how many, so it can grow
+//   [ header        ]  kHeaderSize bytes (v1 to v3); header_size says how many, so it can grow
 //   [ entry table   ]  image_count entries of entry_size bytes, one per image
 //   [ string refs   ]  ref_count {offset, length} pairs into the string bytes
 //   [ string bytes  ]  kernel names and metadata keys/values, each stored once, NUL-terminated
@@ -28,7 +28,9 @@ namespace kiln::format {
 
 inline constexpr std::array<std::uint8_t, 8> kMagic = {'K', 'I', 'L', 'N', 'B', 'N', 'D', 'L'};
 
-// The format version this writer produces and the newest this reader understands.
+// The newest format version: the newest this reader understands. The writer writes the oldest
+// version that can express a bundle (a bundle with no lz4 image is version 2), so that bundles
+// that use nothing new stay byte for byte what they were and older readers keep reading them.
 //
 // THE RULE: any change to the layout or to the meaning of a field (a new field, a new codec, a
 // new check that old files could fail) bumps kFormatVersion and adds a golden bundle of the new
@@ -39,9 +41,11 @@ inline constexpr std::array<std::uint8_t, 8> kMagic = {'K', 'I', 'L', 'N', 'B', 
 //
 // Versions: 1, the first. 2 adds tables_checksum (in what v1 reserved), so a reader can check the
 // header and tables alone and each image as it is extracted, without reading the whole bundle.
-inline constexpr std::uint32_t kFormatVersion = 2;
+// 3 adds codec lz4 (kCodecLz4), an LZ4 block that decodes several times faster than zstd.
+inline constexpr std::uint32_t kFormatVersion = 3;
 inline constexpr std::uint32_t kOldestReadableVersion = 1;
 inline constexpr std::uint32_t kFirstVersionWithTablesChecksum = 2;
+inline constexpr std::uint32_t kFirstVersionWithLz4 = 3;
 
 inline constexpr std::uint64_t kBundleAlignment = 8;  // total_size, and so the start of a concatenated bundle
 inline constexpr std::uint64_t kSectionAlignment = 8; // entries, refs, string bytes
@@ -59,10 +63,16 @@ inline constexpr std::uint64_t kMaxNameBytes = std::uint64_t{64} << 20;      // 
 // A zstd block (RFC 8878) yields at most 128 KiB and takes at least 4 bytes (3-byte header plus
 // content), so no frame inflates more than this ratio: a larger declared raw size is a lie.
 inline constexpr std::uint64_t kZstdMaxExpansion = (std::uint64_t{128} << 10) / 4;
+// An LZ4 block is a run of sequences (token, length bytes, literals, 2-byte offset, length bytes):
+// a literal yields 1 raw byte, a length byte adds at most 255 to a length, and a token with its
+// offset makes a match of at most 4 + 15 bytes. So n stored bytes yield at most 255 n raw bytes:
+// a larger declared raw size is a lie.
+inline constexpr std::uint64_t kLz4MaxExpansion = 255;
 
 // Codec ids on disk (kiln::Codec has the same values).
 inline constexpr std::uint16_t kCodecNone = 0;
-inline constexpr std::uint16_t kCodecZstd = 1;
+inline constexpr std::uint16_t kCodecZstd = 1;  // one zstd frame that declares its content size
+inline constexpr std::uint16_t kCodecLz4 = 2;   // one LZ4 block (not a frame); version 3 on, no dictionary
 
 // Image kinds on disk (not kiln::ImageKind's values, which may be reordered freely).
 inline constexpr std::uint8_t kKindCubin = 0;
@@ -75,7 +85,7 @@ inline constexpr std::uint8_t kVariantFamily = 2;    // sm_100f
 
 struct Header {
   std::uint8_t magic[8];             //   0  "KILNBNDL"
-  std::uint32_t format_version;      //   8  kFormatVersion
+  std::uint32_t format_version;      //   8  kOldestReadableVersion..kFormatVersion
   std::uint32_t header_size;         //  12  bytes of header; entries may start no earlier
   std::uint64_t total_size;          //  16  bytes of the bundle, padding included; multiple of 8
   std::uint64_t header_checksum;     //  24  checksum64 of the header_size header bytes, this field as 0
@@ -105,7 +115,7 @@ struct Entry {
   std::uint16_t codec;               //   4  kCodec*; 0 for a duplicate
   std::uint16_t reserved0;           //   6  0
   std::uint32_t duplicate_of;        //   8  earlier image with identical raw bytes, or kNoImage
-  std::uint32_t dictionary;          //  12  earlier image whose raw bytes prefix this one's zstd frame, or kNoImage
+  std::uint32_t dictionary;          //  12  earlier image whose raw bytes prefix this one's zstd frame, or kNoImage (always for lz4)
   std::uint64_t data_offset;         //  16  stored bytes, from the start of the bundle; 0 for a duplicate
   std::uint64_t stored_size;         //  24  0 for a duplicate
   std::uint64_t raw_size;            //  32  bytes after decompression; 1..kMaxImageRawSize

@@ -183,7 +183,7 @@ TEST(Bundle, RoundTripsEveryFeature) {
   auto bundle = Bundle::open(bytes, "features.kiln");
   ASSERT_TRUE(bundle.ok()) << bundle.error().describe();
   EXPECT_EQ(bundle->name(), "features.kiln");
-  EXPECT_EQ(bundle->format_version(), f::kFormatVersion);
+  EXPECT_EQ(bundle->format_version(), 2u);  // the oldest that expresses it: no image is lz4
   EXPECT_EQ(bundle->file_size(), bytes.size());
   EXPECT_EQ(bytes.size() % f::kBundleAlignment, 0u);
   expect_same_images(*bundle, images);
@@ -228,7 +228,7 @@ TEST(Bundle, RandomizedRoundTrips) {
     BundleMetadata metadata;
     for (std::size_t m = pick(4); m > 0; --m) metadata.entries.emplace_back("key" + std::to_string(m), std::string(pick(40), 'v'));
     WriteOptions options;
-    options.codec = pick(4) == 0 ? Codec::None : Codec::Zstd;
+    options.codec = std::array{Codec::None, Codec::Zstd, Codec::Zstd, Codec::Lz4}[pick(4)];
     options.level = std::array{1, 3, 19}[pick(3)];
     options.dictionaries = pick(3) != 0;
     options.threads = static_cast<unsigned>(pick(4));
@@ -243,8 +243,11 @@ TEST(Bundle, RandomizedRoundTrips) {
       if (options.codec == Codec::None) {
         EXPECT_EQ(info.codec, Codec::None);
       }
-      if (!options.dictionaries) {
+      if (!options.dictionaries || options.codec != Codec::Zstd) {
         EXPECT_FALSE(info.dictionary.has_value());
+      }
+      if (info.codec != Codec::None) {
+        EXPECT_EQ(info.codec, options.codec);
       }
     }
   }
@@ -381,7 +384,7 @@ TEST(Bundle, LayoutIsAlignedAndPadded) {
     }
   }
   // Little-endian whatever the host: the version's low byte comes first.
-  EXPECT_EQ(bytes[8], f::kFormatVersion & 0xFF);
+  EXPECT_EQ(bytes[8], 2);
   EXPECT_EQ(bytes[11], 0);
 }
 
@@ -636,7 +639,7 @@ TEST(BundleReader, RejectsEachBadEntryField) {
   EXPECT_MESSAGE(entry_error(0, [](f::Entry& e) { e.arch_minor = 10; }), "architecture 8.10");
   EXPECT_MESSAGE(entry_error(5, [](f::Entry& e) { e.arch_major = 8; }), "image 5: a source image has an architecture");
   EXPECT_MESSAGE(entry_error(0, [](f::Entry& e) { e.reserved0 = 1; }), "image 0 (sm_80): reserved entry bytes");
-  EXPECT_MESSAGE(entry_error(0, [](f::Entry& e) { e.codec = 9; }), "image 0 (sm_80): codec 9 is not none (0) or zstd (1)");
+  EXPECT_MESSAGE(entry_error(0, [](f::Entry& e) { e.codec = 9; }), "image 0 (sm_80): codec 9 is not none (0), zstd (1) or lz4 (2)");
   EXPECT_MESSAGE(entry_error(0, [](f::Entry& e) { e.raw_size = 0; }), "raw size 0 is not between 1 byte");
   EXPECT_MESSAGE(entry_error(0, [](f::Entry& e) { e.raw_size = f::kMaxImageRawSize + 1; }), "reader's limit of 1073741824 bytes");
   EXPECT_MESSAGE(entry_error(0, [](f::Entry& e) { e.raw_size = e.stored_size * f::kZstdMaxExpansion + 1; }),
@@ -832,14 +835,17 @@ Bytes zstd_frame(const Frame& frame) {
   return bytes;
 }
 
-// A one-image bundle whose stored bytes are `stored`, declared as zstd with `raw_size` raw bytes.
-Bytes bundle_storing(const Bytes& stored, std::uint64_t raw_size) {
+// A one-image bundle whose stored bytes are `stored`, declared as `codec` (zstd unless named) with
+// `raw_size` raw bytes, in the oldest version that has the codec.
+Bytes bundle_storing(const Bytes& stored, std::uint64_t raw_size, std::uint16_t codec = f::kCodecZstd) {
   auto written = write_bundle({make_image(ImageKind::Cubin, sm(8, 0), stored)}, {}, WriteOptions{.codec = Codec::None});
   EXPECT_TRUE(written.ok());
-  return with_entry(*written, 0, [&](f::Entry& e) {
-    e.codec = f::kCodecZstd;
+  Bytes bytes = with_entry(*written, 0, [&](f::Entry& e) {
+    e.codec = codec;
     e.raw_size = raw_size;
   });
+  if (codec == f::kCodecLz4) bytes = with_header(bytes, [](f::Header& h) { h.format_version = f::kFirstVersionWithLz4; });
+  return bytes;
 }
 
 TEST(BundleReader, HandMadeFramesDecodeWhenHonest) {
@@ -884,6 +890,271 @@ TEST(BundleReader, RejectsMalformedFrames) {
   Bytes cut = zstd_frame({.declared = 300000, .rle_bytes = 300000});
   cut.pop_back();
   EXPECT_MESSAGE(extract_error(bundle_storing(cut, 300000), 0), "not exactly one zstd frame");
+}
+
+// =============================================================================================
+// The lz4 codec: one LZ4 block per image, no dictionary, format version 3
+// =============================================================================================
+
+// Machine code as LZ4 sees it: 16-byte instructions, each a few fixed opcode bytes from a small
+// set and random operands (code_like() compresses only by entropy coding, which LZ4 lacks).
+Bytes instruction_like(std::mt19937_64& random, std::size_t count) {
+  std::array<std::array<std::uint8_t, 10>, 24> opcodes;
+  for (auto& opcode : opcodes) {
+    for (auto& byte : opcode) byte = static_cast<std::uint8_t>(random());
+  }
+  Bytes bytes;
+  for (std::size_t i = 0; i < count; ++i) {
+    const auto& opcode = opcodes[random() % opcodes.size()];
+    bytes.insert(bytes.end(), opcode.begin(), opcode.end());
+    for (int operand = 0; operand < 6; ++operand) bytes.push_back(static_cast<std::uint8_t>(random() % 8));
+  }
+  return bytes;
+}
+
+// Images of every kind and variant that LZ4 compresses, with a duplicate.
+std::vector<Image> lz4_images() {
+  std::mt19937_64 random(17);
+  const Bytes cubin = instruction_like(random, 400);
+  std::string ptx = ".version 9.0\n.target sm_100f\n";
+  std::string source;
+  for (int i = 0; i < 40; ++i) {
+    ptx += "\tld.global.f32 %f" + std::to_string(i) + ", [%rd" + std::to_string(i % 4) + "];\n";
+    source += "__global__ void kernel" + std::to_string(i) + "(float* x) { x[threadIdx.x] += 1.0f; }\n";
+  }
+  const std::vector<std::string> kernels = {"_Z10add_kernelIfEvPKT_S2_PS0_i", "_Z10sum_kernelIfEvPKT_Pfi"};
+  return {
+      make_image(ImageKind::Cubin, sm(8, 0), cubin, kernels),
+      make_image(ImageKind::Cubin, sm(8, 6), mutated(random, cubin, 20), kernels),
+      make_image(ImageKind::Cubin, sm(8, 9), cubin, kernels),  // identical to sm_80: stored once
+      make_image(ImageKind::Cubin, sm(9, 0, ArchVariant::Specific), mutated(random, cubin, 40), {"_Z4wgmmav"}),
+      make_image(ImageKind::Ptx, sm(10, 0, ArchVariant::Family), text_bytes(ptx), kernels),
+      make_image(ImageKind::Source, Arch{}, text_bytes(source), kernels),
+  };
+}
+
+Bytes lz4_bundle() {
+  auto bytes = write_bundle(lz4_images(), feature_metadata(), WriteOptions{.codec = Codec::Lz4});
+  EXPECT_TRUE(bytes.ok()) << bytes.error().describe();
+  return std::move(bytes).value();
+}
+
+// The stored bytes of a (non-duplicate) image, as they lie in the bundle.
+Bytes stored_bytes_of(const Bytes& bundle, std::size_t index) {
+  const f::Entry entry = entry_of(bundle, index);
+  const auto begin = bundle.begin() + static_cast<std::ptrdiff_t>(entry.data_offset);
+  return Bytes(begin, begin + static_cast<std::ptrdiff_t>(entry.stored_size));
+}
+
+TEST(BundleLz4, RoundTripsEveryImageKindAsVersion3) {
+  const std::vector<Image> images = lz4_images();
+  const Bytes bytes = lz4_bundle();
+  for (OpenCheck check : {OpenCheck::WholeFile, OpenCheck::TablesThenImagesOnUse}) {
+    auto bundle = Bundle::open(bytes, "lz4.kiln", check);
+    ASSERT_TRUE(bundle.ok()) << bundle.error().describe();
+    EXPECT_EQ(bundle->format_version(), f::kFirstVersionWithLz4);
+    expect_same_images(*bundle, images);
+    std::uint64_t raw = 0;
+    std::uint64_t stored = 0;
+    for (const ImageInfo& info : bundle->images()) {
+      EXPECT_EQ(info.codec, Codec::Lz4) << info.target.name();
+      EXPECT_FALSE(info.dictionary.has_value()) << "dictionaries are zstd's alone";
+      if (!info.duplicate_of) raw += info.raw_size;
+      stored += info.stored_size;
+    }
+    EXPECT_EQ(bundle->images()[2].duplicate_of, 0u);
+    EXPECT_LT(stored * 3, raw * 2) << "lz4 should make these images much smaller";
+  }
+  auto again = write_bundle(images, feature_metadata(), WriteOptions{.codec = Codec::Lz4, .threads = 1});
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(*again, bytes) << "the lz4 writer is deterministic too";
+}
+
+TEST(BundleLz4, WriterWritesTheOldestVersionThatExpressesTheBundle) {
+  auto version_of = [](const std::vector<Image>& images, Codec codec) {
+    auto bytes = write_bundle(images, {}, WriteOptions{.codec = codec});
+    EXPECT_TRUE(bytes.ok());
+    return bytes.ok() ? header_of(*bytes).format_version : 0;
+  };
+  EXPECT_EQ(version_of(lz4_images(), Codec::Lz4), 3u);
+  EXPECT_EQ(version_of(lz4_images(), Codec::Zstd), 2u);
+  EXPECT_EQ(version_of(lz4_images(), Codec::None), 2u);
+  EXPECT_EQ(version_of({}, Codec::Lz4), 2u);
+  // Nothing that LZ4 makes smaller: every image is stored as is, which version 2 expresses.
+  std::mt19937_64 random(5);
+  Bytes noise(2000);
+  for (auto& byte : noise) byte = static_cast<std::uint8_t>(random());
+  EXPECT_EQ(version_of({make_image(ImageKind::Cubin, sm(8, 0), noise)}, Codec::Lz4), 2u);
+}
+
+TEST(BundleLz4, ReaderTakesEachImagesOwnCodec) {
+  // kiln build writes one codec per bundle, but the codec is the entry's: a bundle that mixes them reads.
+  std::mt19937_64 random(21);
+  const Bytes zstd_raw = code_like(random, 5000);
+  const Bytes lz4_raw = instruction_like(random, 300);
+  const Bytes none_raw = text_bytes("stored as is");
+  auto zstd = write_bundle({make_image(ImageKind::Cubin, sm(8, 0), zstd_raw)}, {}, WriteOptions{.codec = Codec::Zstd});
+  auto lz4 = write_bundle({make_image(ImageKind::Cubin, sm(9, 0), lz4_raw)}, {}, WriteOptions{.codec = Codec::Lz4});
+  ASSERT_TRUE(zstd.ok() && lz4.ok());
+  ASSERT_EQ(entry_of(*zstd, 0).codec, f::kCodecZstd);
+  ASSERT_EQ(entry_of(*lz4, 0).codec, f::kCodecLz4);
+  // A bundle that stores those compressed bytes as is, then told what they are.
+  auto mixed = write_bundle({make_image(ImageKind::Cubin, sm(8, 0), stored_bytes_of(*zstd, 0)),
+                             make_image(ImageKind::Cubin, sm(9, 0), stored_bytes_of(*lz4, 0)),
+                             make_image(ImageKind::Ptx, sm(8, 0), none_raw)},
+                            {}, WriteOptions{.codec = Codec::None});
+  ASSERT_TRUE(mixed.ok());
+  Bytes bytes = with_entry(*mixed, 0, [&](f::Entry& e) {
+    e.codec = f::kCodecZstd;
+    e.raw_size = zstd_raw.size();
+    e.content_hash = checksum64(zstd_raw);
+  });
+  bytes = with_entry(bytes, 1, [&](f::Entry& e) {
+    e.codec = f::kCodecLz4;
+    e.raw_size = lz4_raw.size();
+    e.content_hash = checksum64(lz4_raw);
+  });
+  bytes = with_header(bytes, [](f::Header& h) { h.format_version = f::kFirstVersionWithLz4; });
+  auto bundle = Bundle::open(bytes, "mixed.kiln");
+  ASSERT_TRUE(bundle.ok()) << bundle.error().describe();
+  EXPECT_EQ(bundle->images()[0].codec, Codec::Zstd);
+  EXPECT_EQ(bundle->images()[1].codec, Codec::Lz4);
+  EXPECT_EQ(bundle->images()[2].codec, Codec::None);
+  EXPECT_EQ(*bundle->extract(0), zstd_raw);
+  EXPECT_EQ(*bundle->extract(1), lz4_raw);
+  EXPECT_EQ(*bundle->extract(2), none_raw);
+}
+
+TEST(BundleLz4, RejectsLz4InABundleOlderThanVersion3) {
+  const Bytes bytes = lz4_bundle();
+  EXPECT_MESSAGE(open_error(with_header(bytes, [](f::Header& h) { h.format_version = 2; })),
+                 "image 0 (sm_80): codec lz4 (2) needs format version 3, but the bundle is version 2");
+  EXPECT_MESSAGE(open_error(with_header(bytes, [](f::Header& h) {
+                   h.format_version = 1;
+                   h.tables_checksum = 0;  // reserved in version 1
+                 })),
+                 "image 0 (sm_80): codec lz4 (2) needs format version 3, but the bundle is version 1");
+}
+
+TEST(BundleLz4, RejectsADictionaryOnAnLz4Image) {
+  EXPECT_MESSAGE(open_error(with_entry(lz4_bundle(), 1, [](f::Entry& e) { e.dictionary = 0; })),
+                 "image 1 (sm_86): stored as lz4, yet names image 0 as its dictionary (only zstd images have one)");
+}
+
+// Every byte of a stored LZ4 block changed, its checksum re-sealed so that the decoder sees it: an
+// error that names the image, or (a changed offset that points at the same bytes) the true bytes.
+TEST(BundleLz4, EveryDamagedByteOfABlockIsCaughtOrHarmless) {
+  const Bytes original = lz4_bundle();
+  const Bytes expected = lz4_images()[0].bytes;
+  const f::Entry entry = entry_of(original, 0);
+  ASSERT_EQ(entry.codec, f::kCodecLz4);
+  std::map<std::string, int> reasons;
+  for (std::uint64_t at = 0; at < entry.stored_size; ++at) {
+    for (std::uint8_t flip : {0x01, 0x80, 0xFF}) {
+      Bytes bytes = original;
+      bytes[entry.data_offset + at] ^= flip;
+      testing::seal(bytes);
+      auto bundle = Bundle::open(bytes, "test.kiln");
+      ASSERT_TRUE(bundle.ok()) << bundle.error().describe();
+      auto image = bundle->extract(0);
+      if (image.ok()) {
+        EXPECT_EQ(*image, expected) << "stored byte " << at << " ^ " << int(flip) << " gave other bytes";
+        reasons["harmless"]++;
+        continue;
+      }
+      EXPECT_EQ(image.error().component, Component::Bundle);
+      EXPECT_FALSE(image.error().hint.empty());
+      EXPECT_TRUE(image.error().message.starts_with("image 0 (sm_80): ")) << image.error().message;
+      reasons[check_of(image.error().message)]++;
+    }
+  }
+  for (const auto& [reason, count] : reasons) std::printf("  %6d x %s\n", count, reason.c_str());
+  auto seen = [&](std::string_view part) {
+    return std::any_of(reasons.begin(), reasons.end(), [&](const auto& reason) { return reason.first.find(part) != std::string::npos; });
+  };
+  EXPECT_TRUE(seen("decompression failed"));  // check_of() blanks digits: "lz#"
+  EXPECT_TRUE(seen("inflated to"));
+  EXPECT_TRUE(seen("content hash"));
+
+  // Not re-sealed, the stored-bytes checksum catches the same damage first.
+  Bytes unsealed = original;
+  unsealed[entry.data_offset + 5] ^= 0x01;
+  testing::seal(unsealed, {.image_checksums = false});
+  EXPECT_MESSAGE(extract_error(unsealed, 0), "image 0 (sm_80): stored-bytes checksum");
+  // A block cut short.
+  EXPECT_MESSAGE(extract_error(with_entry(original, 0, [](f::Entry& e) { e.stored_size -= 1; }), 0),
+                 "image 0 (sm_80): lz4 decompression failed");
+}
+
+// Hand-made LZ4 blocks (lz4's doc/lz4_Block_format.md), to reach the decoder with what the writer
+// never makes. A sequence: its literals, then a match of `match` bytes (4 or more) at `offset`
+// back; the last sequence of a block has literals only (match 0).
+struct Lz4Sequence {
+  std::string literals;
+  std::uint16_t offset = 0;
+  std::uint64_t match = 0;
+};
+
+Bytes lz4_block(const std::vector<Lz4Sequence>& sequences) {
+  Bytes bytes;
+  auto length_bytes = [&](std::uint64_t rest) {  // what a length's 4-bit field (at 15) leaves over
+    for (; rest >= 255; rest -= 255) bytes.push_back(255);
+    bytes.push_back(static_cast<std::uint8_t>(rest));
+  };
+  for (const Lz4Sequence& sequence : sequences) {
+    const std::uint64_t literals = sequence.literals.size();
+    const std::uint64_t match = sequence.match ? sequence.match - 4 : 0;
+    bytes.push_back(static_cast<std::uint8_t>(std::min<std::uint64_t>(literals, 15) << 4 | std::min<std::uint64_t>(match, 15)));
+    if (literals >= 15) length_bytes(literals - 15);
+    bytes.insert(bytes.end(), sequence.literals.begin(), sequence.literals.end());
+    if (sequence.match == 0) continue;
+    bytes.push_back(static_cast<std::uint8_t>(sequence.offset));
+    bytes.push_back(static_cast<std::uint8_t>(sequence.offset >> 8));
+    if (match >= 15) length_bytes(match - 15);
+  }
+  return bytes;
+}
+
+// 'z', then a million more copied from it, then five literals: close to LZ4's 255:1 limit.
+const Bytes kLz4Bomb = lz4_block({{"z", 1, 1'000'000}, {"zzzzz"}});
+constexpr std::uint64_t kLz4BombRawSize = 1 + 1'000'000 + 5;
+
+TEST(BundleLz4, HandMadeBlocksDecodeWhenHonest) {
+  const Bytes bytes = bundle_storing(kLz4Bomb, kLz4BombRawSize, f::kCodecLz4);
+  const Bytes raw(kLz4BombRawSize, 'z');
+  auto image = Bundle::open(with_entry(bytes, 0, [&](f::Entry& e) { e.content_hash = checksum64(raw); }))->extract(0);
+  ASSERT_TRUE(image.ok()) << image.error().describe();
+  EXPECT_EQ(*image, raw);
+  EXPECT_GT(kLz4BombRawSize, kLz4Bomb.size() * 254) << "the block should come near the bound it tests";
+}
+
+TEST(BundleLz4, DecompressionBombsAreBoundedByTheDeclaredSize) {
+  // Declared small, inflates to a megabyte: stops at the declared 1000 bytes.
+  EXPECT_MESSAGE(extract_error(bundle_storing(kLz4Bomb, 1000, f::kCodecLz4), 0),
+                 "image 0 (sm_80): lz4 decompression failed: the stored bytes are not an LZ4 block of at most 1000 bytes");
+  // Declared more than the block makes.
+  EXPECT_MESSAGE(extract_error(bundle_storing(kLz4Bomb, kLz4BombRawSize + 100, f::kCodecLz4), 0),
+                 "the LZ4 block inflated to 1000006 bytes, not the declared 1000106");
+  // Declared more than 255 bytes per stored byte: refused at open, before anything is allocated.
+  const std::uint64_t bound = kLz4Bomb.size() * f::kLz4MaxExpansion;
+  EXPECT_EQ(open_error(bundle_storing(kLz4Bomb, bound, f::kCodecLz4)), "(opened)");
+  EXPECT_MESSAGE(open_error(bundle_storing(kLz4Bomb, bound + 1, f::kCodecLz4)),
+                 "raw size " + std::to_string(bound + 1) + " cannot come from " + std::to_string(kLz4Bomb.size()) +
+                     " lz4 bytes (an LZ4 block yields at most 255 bytes per byte)");
+  EXPECT_MESSAGE(open_error(bundle_storing(kLz4Bomb, f::kMaxImageRawSize + 1, f::kCodecLz4)), "reader's limit");
+}
+
+TEST(BundleLz4, RejectsWhatIsNotAnLz4Block) {
+  // 'n' (0x6e): 6 literals, then an offset ("lz") reaching before the start of the block.
+  EXPECT_MESSAGE(extract_error(bundle_storing(text_bytes("not an lz4 block at all"), 100, f::kCodecLz4), 0),
+                 "image 0 (sm_80): lz4 decompression failed");
+  // Offset 0 is invalid, yet liblz4 1.9 decodes it (copying bytes onto themselves): wrong bytes,
+  // which the content hash stops.
+  EXPECT_MESSAGE(extract_error(bundle_storing(lz4_block({{"abcd", 0, 8}, {"zzzzz"}}), 17, f::kCodecLz4), 0),
+                 "image 0 (sm_80): ");
+  EXPECT_NE(extract_error(bundle_storing(lz4_block({{"abcd", 0, 8}, {"zzzzz"}}), 17, f::kCodecLz4), 0), "(extracted)");
+  EXPECT_MESSAGE(extract_error(bundle_storing(lz4_block({{"abcd", 9, 8}, {"zzzzz"}}), 17, f::kCodecLz4), 0),
+                 "lz4 decompression failed");  // reaches before the first byte
 }
 
 }  // namespace

@@ -1,8 +1,11 @@
 // Golden bundles: the format's memory. tests/golden/bundle-v<N>-*.kiln were written from the fixed
 // inputs below; the reader must keep reading every one of them, and the writer must reproduce the
-// current version's byte for byte. The rule (kiln/bundle_format.hpp): change the layout, bump
-// kFormatVersion, add goldens of the new version (KILN_UPDATE_GOLDEN=1 writes them), keep the old.
+// current ones (kGoldens) byte for byte, each in the version it writes for those options (the
+// oldest that expresses the bundle: a zstd bundle is still version 2). The rule
+// (kiln/bundle_format.hpp): change the layout, bump kFormatVersion, add goldens of the new
+// version (KILN_UPDATE_GOLDEN=1 writes them), keep the old.
 #include <gtest/gtest.h>
+#include <lz4.h>
 #include <zstd.h>
 
 #include <cstdlib>
@@ -19,6 +22,8 @@ namespace {
 // The libzstd that wrote the zstd golden: another version may compress the same input to other
 // (equally valid) bytes, so only that version is held to byte equality.
 constexpr int kGoldenZstdVersion = 10504;
+// The same for the liblz4 that wrote the lz4 golden (LZ4HC's choices may change between versions).
+constexpr int kGoldenLz4Version = 10904;
 
 const std::filesystem::path kGoldenDir = std::filesystem::path(KILN_SOURCE_DIR) / "tests" / "golden";
 
@@ -48,12 +53,14 @@ BundleMetadata golden_metadata() {
 }
 
 struct Golden {
+  std::uint32_t version;  // what the writer writes for these options
   const char* variant;
   WriteOptions options;
 };
 const Golden kGoldens[] = {
-    {"stored", WriteOptions{.codec = Codec::None}},
-    {"zstd", WriteOptions{.codec = Codec::Zstd, .level = 19, .dictionaries = true}},
+    {2, "stored", WriteOptions{.codec = Codec::None}},
+    {2, "zstd", WriteOptions{.codec = Codec::Zstd, .level = 19, .dictionaries = true}},
+    {3, "lz4", WriteOptions{.codec = Codec::Lz4}},
 };
 
 std::filesystem::path golden_path(std::uint32_t version, const char* variant) {
@@ -82,9 +89,12 @@ void expect_golden_content(const Bundle& bundle) {
 TEST(BundleGolden, WriterReproducesTheCurrentVersionsGoldens) {
   for (const Golden& golden : kGoldens) {
     SCOPED_TRACE(golden.variant);
-    const std::filesystem::path path = golden_path(format::kFormatVersion, golden.variant);
+    const std::filesystem::path path = golden_path(golden.version, golden.variant);
     auto written = write_bundle(golden_images(), golden_metadata(), golden.options);
     ASSERT_TRUE(written.ok()) << written.error().describe();
+    auto reopened = Bundle::open(*written);
+    ASSERT_TRUE(reopened.ok()) << reopened.error().describe();
+    EXPECT_EQ(reopened->format_version(), golden.version);
     if (std::getenv("KILN_UPDATE_GOLDEN")) {
       std::ofstream out(path, std::ios::binary);
       out.write(reinterpret_cast<const char*>(written->data()), static_cast<std::streamsize>(written->size()));
@@ -96,6 +106,11 @@ TEST(BundleGolden, WriterReproducesTheCurrentVersionsGoldens) {
     if (golden.options.codec == Codec::Zstd && ZSTD_VERSION_NUMBER != kGoldenZstdVersion) {
       std::printf("  skipped the byte comparison of %s: libzstd %d, not %d, may compress differently\n",
                   path.filename().c_str(), ZSTD_VERSION_NUMBER, kGoldenZstdVersion);
+      continue;
+    }
+    if (golden.options.codec == Codec::Lz4 && LZ4_VERSION_NUMBER != kGoldenLz4Version) {
+      std::printf("  skipped the byte comparison of %s: liblz4 %d, not %d, may compress differently\n",
+                  path.filename().c_str(), LZ4_VERSION_NUMBER, kGoldenLz4Version);
       continue;
     }
     EXPECT_TRUE(*written == read_file(path))
@@ -122,11 +137,20 @@ TEST(BundleGolden, ReaderReadsEveryGoldenEverWritten) {
 }
 
 TEST(BundleGolden, ZstdGoldenUsesADictionaryAndTheStoredOneDoesNot) {
-  auto zstd = Bundle::open_file(golden_path(format::kFormatVersion, "zstd"));
-  auto stored = Bundle::open_file(golden_path(format::kFormatVersion, "stored"));
+  auto zstd = Bundle::open_file(golden_path(2, "zstd"));
+  auto stored = Bundle::open_file(golden_path(2, "stored"));
   ASSERT_TRUE(zstd.ok() && stored.ok());
   EXPECT_EQ(zstd->images()[1].dictionary, 0u);
   for (const ImageInfo& info : stored->images()) EXPECT_EQ(info.codec, Codec::None);
+}
+
+TEST(BundleGolden, Lz4GoldenIsVersion3WithLz4CubinsAndNoDictionary) {
+  auto lz4 = Bundle::open_file(golden_path(3, "lz4"));
+  ASSERT_TRUE(lz4.ok()) << lz4.error().describe();
+  EXPECT_EQ(lz4->format_version(), format::kFirstVersionWithLz4);
+  EXPECT_EQ(lz4->images()[0].codec, Codec::Lz4);
+  EXPECT_EQ(lz4->images()[1].codec, Codec::Lz4);
+  for (const ImageInfo& info : lz4->images()) EXPECT_FALSE(info.dictionary.has_value());
 }
 
 }  // namespace

@@ -293,7 +293,7 @@ Result<void> run_build(const BuildArgs& args) {
                       {"cubin-targets", join_archs(*cubins, false)},
                       {"ptx-targets", join_archs(*ptx, true)}};
   WriteOptions write_options;
-  write_options.codec = args.compress == "none" ? Codec::None : Codec::Zstd;
+  write_options.codec = args.compress == "none" ? Codec::None : args.compress == "lz4" ? Codec::Lz4 : Codec::Zstd;
   auto bundle = write_bundle(compiled->images, metadata, write_options);
   if (!bundle) return bundle.error();
   if (auto written = write_file_atomically(args.output, as_text(*bundle)); !written) return written;

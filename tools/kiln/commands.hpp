@@ -21,7 +21,7 @@ struct BuildArgs {
   std::vector<std::filesystem::path> include_dirs;
   std::vector<std::string> defines;
   unsigned jobs = 0;
-  std::string compress = "zstd";
+  std::string compress = "zstd";  // zstd | lz4 | none
   std::optional<std::filesystem::path> depfile;
   bool no_cache = false;
   bool quiet = false;
