@@ -56,6 +56,8 @@ enum class Variant {
   DriverPtxWarm,
   KilnAot,
   KilnAotSplit,
+  KilnAotLz4,
+  KilnAotSplitLz4,
   KilnJitCold,
   KilnJitWarm,
   KilnJitPrewarmed
@@ -74,6 +76,8 @@ constexpr VariantInfo kVariants[] = {
     {Variant::DriverPtxWarm, "driver-ptx-warm", "driver PTX JIT, warm driver cache"},
     {Variant::KilnAot, "kiln-aot", "kiln AOT"},
     {Variant::KilnAotSplit, "kiln-aot-split", "kiln AOT, bundle built with --split-kernels"},
+    {Variant::KilnAotLz4, "kiln-aot-lz4", "kiln AOT, bundle built with --compress lz4"},
+    {Variant::KilnAotSplitLz4, "kiln-aot-split-lz4", "kiln AOT, bundle built with --split-kernels --compress lz4"},
     {Variant::KilnJitCold, "kiln-jit-cold", "kiln JIT, empty cache"},
     {Variant::KilnJitWarm, "kiln-jit-warm", "kiln JIT, warm cache"},
     {Variant::KilnJitPrewarmed, "kiln-jit-prewarmed", "kiln JIT, cache filled by kiln prewarm"},
@@ -89,7 +93,8 @@ const VariantInfo& info(Variant variant) {
 const char* measure_id(Measure measure) { return measure == Measure::FirstKernel ? "first" : "all"; }
 
 bool is_kiln(Variant variant) {
-  return variant == Variant::KilnAot || variant == Variant::KilnAotSplit || variant == Variant::KilnJitCold ||
+  return variant == Variant::KilnAot || variant == Variant::KilnAotSplit || variant == Variant::KilnAotLz4 ||
+         variant == Variant::KilnAotSplitLz4 || variant == Variant::KilnJitCold ||
          variant == Variant::KilnJitWarm || variant == Variant::KilnJitPrewarmed;
 }
 
@@ -360,6 +365,14 @@ const std::vector<Target> kTargets = {
      Measure::FirstKernel, Variant::RawCubinSplit, 1.1},
     {"kiln AOT (--split-kernels), all kernels <= 1.1x raw load of the same per-kernel cubins", Variant::KilnAotSplit,
      Measure::AllKernels, Variant::RawCubinSplit, 1.1},
+    {"kiln AOT (--compress lz4), first kernel <= 1.1x raw cubin load", Variant::KilnAotLz4, Measure::FirstKernel,
+     Variant::RawCubin, 1.1},
+    {"kiln AOT (--compress lz4), all kernels <= 1.1x raw cubin load", Variant::KilnAotLz4, Measure::AllKernels,
+     Variant::RawCubin, 1.1},
+    {"kiln AOT (--split-kernels --compress lz4), first kernel <= 1.1x raw cubin load", Variant::KilnAotSplitLz4,
+     Measure::FirstKernel, Variant::RawCubin, 1.1},
+    {"kiln AOT (--split-kernels --compress lz4), first kernel <= 1.1x raw load of the same per-kernel cubin",
+     Variant::KilnAotSplitLz4, Measure::FirstKernel, Variant::RawCubinSplit, 1.1},
     {"kiln warm cache, first kernel <= 1.2x raw cubin load", Variant::KilnJitWarm, Measure::FirstKernel,
      Variant::RawCubin, 1.2},
     {"kiln warm cache, all kernels <= 1.2x raw cubin load", Variant::KilnJitWarm, Measure::AllKernels,
@@ -376,7 +389,9 @@ const std::vector<Target> kTargets = {
 
 struct Options {
   fs::path bundle;
-  fs::path split_bundle;  // the same library built with --split-kernels
+  fs::path split_bundle;      // the same library built with --split-kernels
+  fs::path lz4_bundle;        // ... with --compress lz4
+  fs::path split_lz4_bundle;  // ... with --split-kernels --compress lz4
   int runs = 7;
   std::optional<fs::path> out;
 };
@@ -412,7 +427,15 @@ int run_parent(const Options& options) {
   const ScratchDirectory scratch("kiln-coldstart");
   const std::string self = fs::read_symlink("/proc/self/exe").string();
   const std::string bundle_path = fs::absolute(options.bundle).string();
-  const std::string split_bundle_path = fs::absolute(options.split_bundle).string();
+  auto bundle_of = [&](Variant variant) {
+    switch (variant) {
+      case Variant::KilnAotSplit:
+      case Variant::RawCubinSplit: return fs::absolute(options.split_bundle).string();
+      case Variant::KilnAotLz4: return fs::absolute(options.lz4_bundle).string();
+      case Variant::KilnAotSplitLz4: return fs::absolute(options.split_lz4_bundle).string();
+      default: return bundle_path;
+    }
+  };
   const std::vector<std::string> base_environment = neutral_environment();
   std::map<std::pair<Variant, Measure>, Series> results;
 
@@ -423,11 +446,8 @@ int run_parent(const Options& options) {
       for (const VariantInfo& variant : kVariants) {
         const std::string tag = std::string(variant.id) + "-" + measure_id(measure);
         std::vector<std::string> environment = base_environment;
-        std::vector<std::string> arguments = {
-            self,     "--child", variant.id, measure_id(measure),
-            "--bundle",
-            variant.variant == Variant::KilnAotSplit || variant.variant == Variant::RawCubinSplit ? split_bundle_path
-                                                                                                  : bundle_path};
+        std::vector<std::string> arguments = {self, "--child", variant.id, measure_id(measure), "--bundle",
+                                              bundle_of(variant.variant)};
         const fs::path cache = scratch.path() / (variant.variant == Variant::KilnJitCold
                                                      ? tag + "-" + std::to_string(round)  // empty every run
                                                      : tag);
@@ -441,6 +461,8 @@ int run_parent(const Options& options) {
             break;
           case Variant::KilnAot:
           case Variant::KilnAotSplit:
+          case Variant::KilnAotLz4:
+          case Variant::KilnAotSplitLz4:
           case Variant::KilnJitCold:
           case Variant::KilnJitWarm:
           case Variant::KilnJitPrewarmed: {
@@ -549,9 +571,11 @@ int run_parent(const Options& options) {
 }
 
 constexpr const char* kUsage =
-    "usage: kiln_bench_coldstart --bundle OPS.kiln --split-bundle OPS-SPLIT.kiln [--runs N] [--out DIR]\n"
+    "usage: kiln_bench_coldstart --bundle OPS.kiln --split-bundle OPS-SPLIT.kiln --lz4-bundle OPS-LZ4.kiln\n"
+    "                            --split-lz4-bundle OPS-SPLIT-LZ4.kiln [--runs N] [--out DIR]\n"
     "  OPS.kiln: kiln build examples/ops/kernels/*.cu -o ops.kiln --devices h100 --ptx compute_80\n"
     "  OPS-SPLIT.kiln: the same with --split-kernels\n"
+    "  OPS-LZ4.kiln, OPS-SPLIT-LZ4.kiln: the two with --compress lz4\n"
     "  --runs N  fresh processes per variant and measure (default 7)\n"
     "  --out DIR also write DIR/coldstart.json and DIR/coldstart.md\n";
 
@@ -592,6 +616,10 @@ int main_checked(int argc, char** argv) {
       options.bundle = arguments[++i];
     } else if (argument == "--split-bundle" && has_value) {
       options.split_bundle = arguments[++i];
+    } else if (argument == "--lz4-bundle" && has_value) {
+      options.lz4_bundle = arguments[++i];
+    } else if (argument == "--split-lz4-bundle" && has_value) {
+      options.split_lz4_bundle = arguments[++i];
     } else if (argument == "--runs" && has_value) {
       options.runs = std::atoi(std::string(arguments[++i]).c_str());
       if (options.runs < 1) return usage_error("--runs takes a positive number");
@@ -614,6 +642,9 @@ int main_checked(int argc, char** argv) {
   if (options.bundle.empty()) return usage_error("--bundle is required");
   if (child_variant) return run_child(*child_variant, *child_measure, options.bundle, expected_path, prewarm_first);
   if (options.split_bundle.empty()) return usage_error("--split-bundle is required");
+  if (options.lz4_bundle.empty() || options.split_lz4_bundle.empty()) {
+    return usage_error("--lz4-bundle and --split-lz4-bundle are required");
+  }
   return run_parent(options);
 }
 

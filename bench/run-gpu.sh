@@ -23,8 +23,10 @@ mkdir -p "$out" || exit 1
 
 bundle="$build/bench/ops-h100.kiln"
 split_bundle="$build/bench/ops-h100-split.kiln"
+lz4_bundle="$build/bench/ops-h100-lz4.kiln"
+split_lz4_bundle="$build/bench/ops-h100-split-lz4.kiln"
 for file in "$build/bin/kiln_bench_coldstart" "$build/bin/kiln_bench_launch" "$build/bin/kiln_bench_phases" \
-  "$build/bin/kiln_load_test" "$bundle" "$split_bundle"; do
+  "$build/bin/kiln_load_test" "$bundle" "$split_bundle" "$lz4_bundle" "$split_lz4_bundle"; do
   [ -e "$file" ] || { echo "run-gpu: $file is missing: build BUILD_DIR with -DKILN_BUILD_BENCH=ON first" >&2; exit 1; }
 done
 
@@ -56,7 +58,8 @@ stage() {
   fi
 }
 
-stage coldstart "$build/bin/kiln_bench_coldstart" --bundle "$bundle" --split-bundle "$split_bundle" --runs "$runs" \
+stage coldstart "$build/bin/kiln_bench_coldstart" --bundle "$bundle" --split-bundle "$split_bundle" \
+  --lz4-bundle "$lz4_bundle" --split-lz4-bundle "$split_lz4_bundle" --runs "$runs" \
   --out "$out"
 # The step-by-step breakdown of the cold start (kiln_bench_phases), RUNS fresh processes per mode.
 # The kiln modes run as in kiln_bench_coldstart: only kiln's own cache can help them.

@@ -164,6 +164,26 @@ std::optional<std::vector<std::size_t>> parameter_sizes_from_attributes(std::str
   return sizes;
 }
 
+// Calls visit(kernel, attributes) for each `.nv.info.<kernel>` section of a cubin, until it
+// returns false; nothing for bytes that are not a cubin with named sections.
+template <class Visit>
+void visit_kernel_attributes(ByteView bytes, const Visit& visit) {
+  if (!check_elf_header(bytes)) return;
+  Result<Sections> read = read_sections(bytes);
+  if (!read || read->names_index >= read->table.size()) return;
+  const Section& names_section = read->table[read->names_index];
+  if (names_section.type != kSectionStringTable) return;
+  const std::string_view names = section_bytes(bytes, names_section);
+  constexpr std::string_view kPrefix = ".nv.info.";
+  for (const Section& section : read->table) {
+    if (section.type != kSectionCudaInfo || section.name >= names.size()) continue;
+    const std::string_view rest = names.substr(section.name);
+    const std::string_view name = rest.substr(0, rest.find('\0'));
+    if (name.size() <= kPrefix.size() || name.substr(0, kPrefix.size()) != kPrefix) continue;
+    if (!visit(name.substr(kPrefix.size()), section_bytes(bytes, section))) return;
+  }
+}
+
 }  // namespace
 
 Result<CubinInfo> read_cubin(ByteView bytes) {
@@ -221,23 +241,23 @@ Result<CubinInfo> read_cubin(ByteView bytes) {
 
 ParameterSizes parameter_sizes(ByteView bytes) {
   ParameterSizes kernels;
-  if (!check_elf_header(bytes)) return kernels;
-  Result<Sections> read = read_sections(bytes);
-  if (!read || read->names_index >= read->table.size()) return kernels;
-  const Section& names_section = read->table[read->names_index];
-  if (names_section.type != kSectionStringTable) return kernels;
-  const std::string_view names = section_bytes(bytes, names_section);
-  constexpr std::string_view kPrefix = ".nv.info.";
-  for (const Section& section : read->table) {
-    if (section.type != kSectionCudaInfo || section.name >= names.size()) continue;
-    const std::string_view rest = names.substr(section.name);
-    const std::string_view name = rest.substr(0, rest.find('\0'));
-    if (name.size() <= kPrefix.size() || name.substr(0, kPrefix.size()) != kPrefix) continue;
-    if (std::optional<std::vector<std::size_t>> sizes = parameter_sizes_from_attributes(section_bytes(bytes, section))) {
-      kernels.emplace(name.substr(kPrefix.size()), std::move(*sizes));
+  visit_kernel_attributes(bytes, [&](std::string_view kernel, std::string_view attributes) {
+    if (std::optional<std::vector<std::size_t>> sizes = parameter_sizes_from_attributes(attributes)) {
+      kernels.emplace(kernel, std::move(*sizes));
     }
-  }
+    return true;
+  });
   return kernels;
+}
+
+std::optional<std::vector<std::size_t>> parameter_sizes(ByteView bytes, std::string_view kernel) {
+  std::optional<std::vector<std::size_t>> sizes;
+  visit_kernel_attributes(bytes, [&](std::string_view name, std::string_view attributes) {
+    if (name != kernel) return true;
+    sizes = parameter_sizes_from_attributes(attributes);
+    return false;
+  });
+  return sizes;
 }
 
 std::vector<std::string> ptx_entry_names(std::string_view ptx) {

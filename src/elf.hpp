@@ -3,7 +3,9 @@
 // parameter sizes in the `.nv.info` sections. It reads untrusted bytes (bundles, cache entries), so every offset and size is checked before use.
 #pragma once
 
+#include <optional>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <vector>
 
@@ -29,6 +31,9 @@ struct CubinInfo {
 // in EIATTR_CBANK_PARAM_SIZE) is left out, and the caller asks the driver for that one.
 using ParameterSizes = std::unordered_map<std::string, std::vector<std::size_t>>;
 [[nodiscard]] ParameterSizes parameter_sizes(ByteView cubin);
+// The same for one kernel, reading only its own section: nullopt where its table is missing or
+// not self-consistent.
+[[nodiscard]] std::optional<std::vector<std::size_t>> parameter_sizes(ByteView cubin, std::string_view kernel);
 
 // The `.entry` names of a PTX module (".visible .entry _Z3addPf(" -> "_Z3addPf"), sorted.
 [[nodiscard]] std::vector<std::string> ptx_entry_names(std::string_view ptx);

@@ -181,16 +181,22 @@ struct ImageData {
 struct LoadedImage {
   CUmodule module = nullptr;
   Path path = Path::AotExact;
-  std::shared_ptr<const elf::ParameterSizes> parameters;  // read from the cubin once, for all its kernels
+  // Every kernel's parameter sizes, read from a cubin whose bytes are not kept (compiled or read
+  // from the cache); null for a bundle's own cubin, whose kernels each read their own table from
+  // the image's bytes (a start that launches one kernel reads one table).
+  std::shared_ptr<const elf::ParameterSizes> parameters;
 };
 
 // The module of a cubin, loaded on `device` and kept until the Module's kernels are all gone.
-// The cubin's parameter tables are read with it, so a first launch asks the driver nothing.
-Result<LoadedImage> load_cubin(Driver& driver, LoadedModules& modules, int device, ByteView cubin, Path path) {
+enum class ParameterTables { ReadNow, ReadFromKeptBytes };
+Result<LoadedImage> load_cubin(Driver& driver, LoadedModules& modules, int device, ByteView cubin, Path path,
+                               ParameterTables tables = ParameterTables::ReadNow) {
   Result<CUmodule> module = driver.load_module(device, cubin);
   if (!module) return module.error();
   modules.add(device, *module);
-  return LoadedImage{*module, path, std::make_shared<const elf::ParameterSizes>(elf::parameter_sizes(cubin))};
+  LoadedImage loaded{*module, path, nullptr};
+  if (tables == ParameterTables::ReadNow) loaded.parameters = std::make_shared<const elf::ParameterSizes>(elf::parameter_sizes(cubin));
+  return loaded;
 }
 
 }  // namespace
@@ -501,7 +507,8 @@ const Result<LoadedImage>& Module::State::whole_image(int device, std::size_t im
       cubin = compiled;
       path = jitted->second;
     }
-    return load_cubin(*runtime->driver, *modules, device, cubin, path);
+    return load_cubin(*runtime->driver, *modules, device, cubin, path,
+                      target.kind == ImageKind::Cubin ? ParameterTables::ReadFromKeptBytes : ParameterTables::ReadNow);
   });
 }
 
@@ -630,7 +637,9 @@ Result<Kernel> Module::State::make_kernel(std::size_t index, int device) {
   state->driver = runtime->driver.get();
   state->context = *context;
   state->function = *function;
-  if (auto sizes = loaded_image.parameters->find(mangled); sizes != loaded_image.parameters->end()) {
+  if (!loaded_image.parameters) {  // a bundle cubin: its bytes are the module's image data
+    state->cubin_parameter_sizes = elf::parameter_sizes((*loaded)->bytes, mangled);
+  } else if (auto sizes = loaded_image.parameters->find(mangled); sizes != loaded_image.parameters->end()) {
     state->cubin_parameter_sizes = sizes->second;
   }
   state->names = names;
@@ -664,7 +673,17 @@ Result<void> Module::prepare_all(int device) const {
   // Threads only for work that gains from them: each compile, and each cubin image large enough
   // that decoding it outlasts starting a thread. Loading a cubin is tens of microseconds and the
   // driver serializes module loads, so a thread per AOT kernel would cost more than it saves.
-  constexpr std::uint64_t kImageWorthAThread = 64 << 10;  // ~80 us of zstd
+  // About 80 µs of decoding: zstd decodes cubins at ~0.8 GB/s, LZ4 at ~3.6 GB/s, and an
+  // uncompressed image is only copied.
+  const auto worth_a_thread = [&](std::size_t image) {
+    const ImageInfo& info = state_->bundle.images()[image];
+    switch (info.codec) {
+      case Codec::Zstd: return info.raw_size >= (std::uint64_t{64} << 10);
+      case Codec::Lz4: return info.raw_size >= (std::uint64_t{256} << 10);
+      case Codec::None: return false;
+    }
+    return false;
+  };
   std::size_t parallel_work = 0;
   std::vector<bool> cubin_image_seen(state_->bundle.images().size());
   for (std::size_t index = 0; index < count; ++index) {
@@ -676,7 +695,7 @@ Result<void> Module::prepare_all(int device) const {
       if (state_->cached_whole_image(*ordinal, image) == nullptr) ++parallel_work;
     } else if (!cubin_image_seen[image]) {
       cubin_image_seen[image] = true;
-      if (state_->bundle.images()[image].raw_size >= kImageWorthAThread) ++parallel_work;
+      if (worth_a_thread(image)) ++parallel_work;
     }
   }
   // Each kernel's own SingleFlight keeps a kernel that another thread is already preparing from

@@ -629,6 +629,10 @@ TEST_F(compiler, TheCubinRecordsEachKernelsParameterSizes) {
   ASSERT_EQ(output->images.size(), 3u);
   for (const Image& image : output->images) {
     EXPECT_EQ(elf::parameter_sizes(image.bytes), kParameterSizes) << image.target.name();
+    for (const auto& [kernel, sizes] : kParameterSizes) {
+      EXPECT_EQ(elf::parameter_sizes(image.bytes, kernel), sizes) << image.target.name() << " " << kernel;
+    }
+    EXPECT_EQ(elf::parameter_sizes(image.bytes, "scalar"), std::nullopt);  // a name's prefix is not the name
   }
 }
 
