@@ -7,6 +7,7 @@
 #                    [DEVICES <list>]               default: ${KILN_AOT_DEVLIST}
 #                    [PTX <compute_XY|newest|none>] default: ${KILN_AOT_PTX}, else the oldest listed
 #                    [EMBED_SOURCE] [SPLIT_KERNELS]
+#                    [COMPRESS <zstd|lz4|none>]     default: zstd (lz4: larger, faster to start)
 #                    [INCLUDE_DIRECTORIES <dir>...] [DEFINES <NAME[=VALUE]>...])
 #
 # Builds <binary dir>/kiln/<NAME>.kiln with `kiln build` (a depfile lists every file read, so
@@ -119,9 +120,9 @@ function(_kiln_rejoin_genex out)
 endfunction()
 
 function(kiln_add_kernels target)
-  cmake_parse_arguments(PARSE_ARGV 1 arg "EMBED_SOURCE;SPLIT_KERNELS" "NAME;PTX"
+  cmake_parse_arguments(PARSE_ARGV 1 arg "EMBED_SOURCE;SPLIT_KERNELS" "NAME;PTX;COMPRESS"
                         "SOURCES;DEVICES;INCLUDE_DIRECTORIES;DEFINES")
-  set(usage "kiln_add_kernels(<target> SOURCES a.cu... [NAME name] [DEVICES list] [PTX arch] [EMBED_SOURCE] [SPLIT_KERNELS] [INCLUDE_DIRECTORIES dir...] [DEFINES def...])")
+  set(usage "kiln_add_kernels(<target> SOURCES a.cu... [NAME name] [DEVICES list] [PTX arch] [EMBED_SOURCE] [SPLIT_KERNELS] [COMPRESS zstd|lz4|none] [INCLUDE_DIRECTORIES dir...] [DEFINES def...])")
   if(arg_UNPARSED_ARGUMENTS)
     message(FATAL_ERROR "kiln_add_kernels(${target}): unknown arguments: ${arg_UNPARSED_ARGUMENTS}\n  ${usage}")
   endif()
@@ -132,6 +133,9 @@ function(kiln_add_kernels target)
   endforeach()
   if(NOT arg_SOURCES)
     message(FATAL_ERROR "kiln_add_kernels(${target}): no SOURCES\n  ${usage}")
+  endif()
+  if(DEFINED arg_COMPRESS AND NOT arg_COMPRESS MATCHES "^(zstd|lz4|none)$")
+    message(FATAL_ERROR "kiln_add_kernels(${target}): COMPRESS is \"${arg_COMPRESS}\", not zstd, lz4 or none\n  ${usage}")
   endif()
 
   # The target: a real, compiled one, made in this directory (a custom command's output joins
@@ -271,6 +275,9 @@ function(kiln_add_kernels target)
   endif()
   if(arg_SPLIT_KERNELS)
     list(APPEND command --split-kernels)
+  endif()
+  if(DEFINED arg_COMPRESS)
+    list(APPEND command --compress "${arg_COMPRESS}")
   endif()
   list(APPEND command ${flags} --depfile "${depfile}")
 

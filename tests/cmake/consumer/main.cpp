@@ -1,8 +1,10 @@
-// Opens the bundle that kiln_add_kernels() embedded in this executable and checks what it
-// holds: a cubin for sm_80 and sm_90 and PTX for compute_80, each with both kernels. Needs no
+// Opens the bundles that kiln_add_kernels() embedded in this executable and checks what they
+// hold: `app` a cubin for sm_80 and sm_90 and PTX for compute_80, each with both kernels;
+// `app_fast` (SPLIT_KERNELS COMPRESS lz4) an LZ4-compressed sm_90 cubin per kernel. Needs no
 // GPU (nothing is loaded on a device).
 #include <kiln/bundle.hpp>
 #include <kiln/bundles/app.hpp>
+#include <kiln/bundles/app_fast.hpp>
 
 #include <algorithm>
 #include <cstdio>
@@ -52,6 +54,22 @@ int main() {
       ++failures;
     }
   }
-  if (failures == 0) std::printf("OK: %zu images\n", bundle->images().size());
+  auto fast = kiln::Bundle::open(kiln::bundles::app_fast(), "app_fast");
+  if (!fast) {
+    std::fprintf(stderr, "FAIL: %s\n", fast.error().describe().c_str());
+    return 1;
+  }
+  for (const kiln::ImageInfo& image : fast->images()) {
+    if (image.target.name() != "sm_90" || image.kernels.size() != 1 || image.codec != kiln::Codec::Lz4) {
+      std::fprintf(stderr, "FAIL: app_fast holds a %s image of %zu kernels stored as %s, not sm_90, 1, lz4\n",
+                   image.target.name().c_str(), image.kernels.size(), kiln::codec_name(image.codec));
+      ++failures;
+    }
+  }
+  if (fast->images().size() != 2) {
+    std::fprintf(stderr, "FAIL: app_fast has %zu images, not one per kernel\n", fast->images().size());
+    ++failures;
+  }
+  if (failures == 0) std::printf("OK: %zu + %zu images\n", bundle->images().size(), fast->images().size());
   return failures == 0 ? 0 : 1;
 }
