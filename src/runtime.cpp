@@ -302,7 +302,7 @@ struct Module::State {
   // (kiln prewarm put it there); its kernels then take that module rather than one each.
   void load_cached_whole_image(int device, std::size_t image, Arch target);
   // Compiles `image` whole into the persistent cache for `target` without loading it.
-  Result<void> cache_whole_image(int device, std::size_t image, Arch target);
+  Result<WholeImageRecord> cache_whole_image(int device, std::size_t image, Arch target);
   // The module of `image` compiled whole, if one is loaded on `device` (from the cache, or
   // because the image is compiled whole anyway).
   const LoadedImage* cached_whole_image(int device, std::size_t image);
@@ -561,13 +561,16 @@ void Module::State::load_cached_whole_image(int device, std::size_t image, Arch 
       [&] { return load_cubin(*runtime->driver, *modules, device, *cubin, Path::CacheHit); });
 }
 
-Result<void> Module::State::cache_whole_image(int device, std::size_t image, Arch target) {
+Result<WholeImageRecord> Module::State::cache_whole_image(int device, std::size_t image, Arch target) {
+  const Clock::time_point start = Clock::now();
   const Result<ImageData>& loaded = data(image);
   if (!loaded) return loaded.error();
-  const std::string label = bundle.name() + " " + bundle.images()[image].target.name() + " (whole)";
+  const ImageInfo& info = bundle.images()[image];
+  const std::string label = bundle.name() + " " + info.target.name() + " (whole)";
   Result<std::pair<Bytes, Path>> compiled = jit(image, as_bytes(loaded->ptx->text()), "", target, device, label);
   if (!compiled) return compiled.error();
-  return {};
+  return WholeImageRecord{info.target.name(), info.kernels.size(), device, target.sm_name(), compiled->second,
+                          milliseconds_since(start)};
 }
 
 Result<Kernel> Module::State::make_kernel(std::size_t index, int device) {
@@ -717,21 +720,21 @@ Result<void> Module::prepare_all(int device) const {
   return std::move(*first);
 }
 
-Result<void> Module::compile_whole_images(int device) const {
+Result<std::vector<WholeImageRecord>> Module::compile_whole_images(int device) const {
   Result<int> ordinal = state_->resolve_device(device);
   if (!ordinal) return ordinal.error();
-  if (!state_->runtime->cache) return {};  // nowhere to keep them
+  if (!state_->runtime->cache) return std::vector<WholeImageRecord>{};  // nowhere to keep them
   const std::vector<std::pair<std::size_t, Arch>> images = state_->jit_ptx_images(*ordinal);
-  std::vector<std::optional<Error>> errors(images.size());
+  std::vector<std::optional<Result<WholeImageRecord>>> done(images.size());
   for_each_on_threads(images.size(), images.size(), state_->runtime->options, [&](std::size_t i) {
-    if (Result<void> done = state_->cache_whole_image(*ordinal, images[i].first, images[i].second); !done) {
-      errors[i] = done.error();
-    }
+    done[i] = state_->cache_whole_image(*ordinal, images[i].first, images[i].second);
   });
-  for (std::optional<Error>& error : errors) {
-    if (error) return std::move(*error);
+  std::vector<WholeImageRecord> records;
+  for (std::optional<Result<WholeImageRecord>>& image : done) {
+    if (!*image) return std::move(*image).error();
+    records.push_back(std::move(**image));
   }
-  return {};
+  return records;
 }
 
 std::vector<std::string> Module::kernel_names() const {

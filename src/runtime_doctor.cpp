@@ -106,24 +106,28 @@ Result<DoctorReport> doctor(const std::filesystem::path& bundle, const RuntimeOp
 
 namespace {
 
-Result<std::vector<KernelRecord>> prepare_everywhere(const Runtime& runtime, Result<Module> module) {
+Result<PrewarmReport> prepare_everywhere(const Runtime& runtime, Result<Module> module) {
   if (!module) return module.error();
+  PrewarmReport report;
   for (const GpuInfo& gpu : runtime.gpus()) {
     if (Result<void> ready = module->prepare_all(gpu.ordinal); !ready) return ready.error();
     // Install time can afford whole-image compiles: later starts that ready every kernel then
     // load a module per image, not one per kernel.
-    if (Result<void> whole = module->compile_whole_images(gpu.ordinal); !whole) return whole.error();
+    Result<std::vector<WholeImageRecord>> whole = module->compile_whole_images(gpu.ordinal);
+    if (!whole) return whole.error();
+    report.whole_images.insert(report.whole_images.end(), whole->begin(), whole->end());
   }
-  return module->records();
+  report.kernels = module->records();
+  return report;
 }
 
 }  // namespace
 
-Result<std::vector<KernelRecord>> prewarm(const Runtime& runtime, const std::filesystem::path& bundle) {
+Result<PrewarmReport> prewarm(const Runtime& runtime, const std::filesystem::path& bundle) {
   return prepare_everywhere(runtime, runtime.load_file(bundle));
 }
 
-Result<std::vector<KernelRecord>> prewarm(const Runtime& runtime, ByteView bundle, std::string name) {
+Result<PrewarmReport> prewarm(const Runtime& runtime, ByteView bundle, std::string name) {
   return prepare_everywhere(runtime, runtime.load(bundle, std::move(name)));
 }
 

@@ -55,11 +55,17 @@ struct DoctorReport {
 [[nodiscard]] Result<DoctorReport> doctor(const std::filesystem::path& bundle,
                                           const RuntimeOptions& options = RuntimeOptions::from_environment());
 
-// Every kernel of the bundle made ready on every local GPU (Module::prepare_all each), so later
-// starts find the JIT results in the persistent cache. Returns what each kernel took.
-[[nodiscard]] Result<std::vector<KernelRecord>> prewarm(const Runtime& runtime, const std::filesystem::path& bundle);
+// What kiln prewarm did: each kernel made ready, each JIT image compiled whole.
+struct PrewarmReport {
+  std::vector<KernelRecord> kernels;
+  std::vector<WholeImageRecord> whole_images;
+};
+
+// Every kernel of the bundle made ready on every local GPU (Module::prepare_all each), and each
+// image those GPUs JIT from compiled whole (Module::compile_whole_images), so later starts find
+// the JIT results in the persistent cache.
+[[nodiscard]] Result<PrewarmReport> prewarm(const Runtime& runtime, const std::filesystem::path& bundle);
 // `bundle` must stay alive until this returns.
-[[nodiscard]] Result<std::vector<KernelRecord>> prewarm(const Runtime& runtime, ByteView bundle,
-                                                        std::string name = "bundle");
+[[nodiscard]] Result<PrewarmReport> prewarm(const Runtime& runtime, ByteView bundle, std::string name = "bundle");
 
 }  // namespace kiln

@@ -52,6 +52,16 @@ struct KernelRecord {
   double milliseconds = 0;  // load, or compile + load
 };
 
+// One image compiled whole into the persistent cache for one device (kiln prewarm's second step).
+struct WholeImageRecord {
+  std::string image;        // the image compiled: "compute_80"
+  std::size_t kernels = 0;  // how many kernels it holds
+  int device = 0;
+  std::string device_arch;  // "sm_90"
+  Path path = Path::JitPtx; // jit-ptx: compiled now; cache-hit: the cache had it already
+  double milliseconds = 0;
+};
+
 class Kernel {
  public:
   // Checks the argument count and sizes against the kernel's parameters on first launch
@@ -86,8 +96,8 @@ class Module {
   // Compiles each PTX image that `device` JITs kernels from, whole and in parallel, into the
   // persistent cache without loading it, so that a later prepare_all() loads one module per image
   // rather than one per kernel (kiln prewarm's second step; a lazy kernel() still prefers its
-  // own small cubin). Nothing to do without a persistent cache.
-  Result<void> compile_whole_images(int device = -1) const;
+  // own small cubin). Nothing to do without a persistent cache. Returns what each image took.
+  Result<std::vector<WholeImageRecord>> compile_whole_images(int device = -1) const;
   // Every kernel name the bundle lists (readable).
   [[nodiscard]] std::vector<std::string> kernel_names() const;
   [[nodiscard]] std::vector<KernelRecord> records() const;

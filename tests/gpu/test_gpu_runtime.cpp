@@ -437,9 +437,18 @@ TEST_F(GpuRuntime, DeviceMinusOneFollowsTheCurrentContext) {
 
 TEST_F(GpuRuntime, PrewarmMakesEveryKernelReadyOnEveryGpu) {
   Runtime runtime = make_runtime(options());
-  Result<std::vector<KernelRecord>> records = prewarm(runtime, bundle_for(ptx_recipe(gpu_.cc)), "gpu-test.kiln");
-  ASSERT_TRUE(records.ok()) << records.error().describe();
-  EXPECT_EQ(records->size(), runtime.gpus().size() * (kernel_checks().size() + 1));  // + noop
+  Result<PrewarmReport> report = prewarm(runtime, bundle_for(ptx_recipe(gpu_.cc)), "gpu-test.kiln");
+  ASSERT_TRUE(report.ok()) << report.error().describe();
+  const std::size_t kernels = kernel_checks().size() + 1;  // + noop
+  EXPECT_EQ(report->kernels.size(), runtime.gpus().size() * kernels);
+  // Each PTX image compiled whole as well, on every GPU: together they hold every kernel.
+  std::size_t in_whole_images = 0;
+  for (const WholeImageRecord& image : report->whole_images) {
+    // Compiled now, or already whole in the cache (an image that cannot be split per kernel).
+    EXPECT_TRUE(image.path == Path::JitPtx || image.path == Path::CacheHit) << image.image;
+    in_whole_images += image.kernels;
+  }
+  EXPECT_EQ(in_whole_images, runtime.gpus().size() * kernels);
 }
 
 // kiln prewarm also compiles the PTX image whole into the cache: a later prepare_all takes every
@@ -448,8 +457,8 @@ TEST_F(GpuRuntime, PrewarmedWholeImagesServePrepareAll) {
   const Bytes& bundle = bundle_for(ptx_recipe(gpu_.cc));
   {
     Runtime first = make_runtime(options());
-    Result<std::vector<KernelRecord>> records = prewarm(first, bundle, "gpu-test.kiln");
-    ASSERT_TRUE(records.ok()) << records.error().describe();
+    Result<PrewarmReport> report = prewarm(first, bundle, "gpu-test.kiln");
+    ASSERT_TRUE(report.ok()) << report.error().describe();
   }
   Runtime second = make_runtime(options());
   Module module = load(second, bundle);

@@ -670,12 +670,20 @@ TEST_F(RuntimeTest, PrewarmPreparesEveryKernelOnEveryGpu) {
   BundleMetadata metadata;
   Result<Bytes> bytes = write_bundle({cubin_image("sm_90"), ptx_image("compute_80")}, metadata);
   ASSERT_TRUE(bytes.ok()) << bytes.error().describe();
-  Result<std::vector<KernelRecord>> records = prewarm(runtime, *bytes, "test.kiln");
-  ASSERT_TRUE(records.ok()) << records.error().describe();
-  ASSERT_EQ(records->size(), 2 * kKernels.size());
-  for (const KernelRecord& record : *records) {
+  Result<PrewarmReport> report = prewarm(runtime, *bytes, "test.kiln");
+  ASSERT_TRUE(report.ok()) << report.error().describe();
+  ASSERT_EQ(report->kernels.size(), 2 * kKernels.size());
+  for (const KernelRecord& record : report->kernels) {
     EXPECT_EQ(record.path, record.device == 0 ? Path::AotExact : Path::JitPtx) << record.kernel;
   }
+  // Only the GPU that JITs has an image to compile whole.
+  ASSERT_EQ(report->whole_images.size(), 1u);
+  const WholeImageRecord& whole = report->whole_images.front();
+  EXPECT_EQ(whole.image, "compute_80");
+  EXPECT_EQ(whole.kernels, kKernels.size());
+  EXPECT_EQ(whole.device, 1);
+  EXPECT_EQ(whole.device_arch, "sm_120");
+  EXPECT_EQ(whole.path, Path::JitPtx);
 }
 
 // kiln prewarm also compiles each JIT image whole into the cache: a later start that readies every
@@ -700,8 +708,11 @@ TEST_F(RuntimeTest, PrewarmedWholeImagesLoadAsOneModuleForPrepareAll) {
     ASSERT_EQ(driver_->loads.size(), 1u) << "one module for every kernel of the image";
     ASSERT_EQ(module.records().size(), kKernels.size());
     for (const KernelRecord& record : module.records()) EXPECT_EQ(record.path, Path::CacheHit) << record.kernel;
-    // A second prewarm finds everything in place.
-    ASSERT_TRUE(module.compile_whole_images(0).ok());
+    // A second prewarm finds everything in place, and says so.
+    Result<std::vector<WholeImageRecord>> again = module.compile_whole_images(0);
+    ASSERT_TRUE(again.ok()) << again.error().describe();
+    ASSERT_EQ(again->size(), 1u);
+    EXPECT_EQ(again->front().path, Path::CacheHit);
     EXPECT_EQ(jit_->compiles(), 0u);
   }
   Runtime runtime = make_runtime({kBlackwell120});
@@ -715,7 +726,9 @@ TEST_F(RuntimeTest, WholeImagesNeedAPersistentCache) {
   options_.cache_disabled = true;
   Runtime runtime = make_runtime({kBlackwell120});
   Module module = load(runtime, {ptx_image("compute_80")});
-  ASSERT_TRUE(module.compile_whole_images(0).ok());
+  Result<std::vector<WholeImageRecord>> whole = module.compile_whole_images(0);
+  ASSERT_TRUE(whole.ok()) << whole.error().describe();
+  EXPECT_TRUE(whole->empty());
   EXPECT_EQ(jit_->compiles(), 0u) << "nowhere to keep them, so nothing compiled";
 }
 

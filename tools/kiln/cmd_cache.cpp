@@ -101,16 +101,22 @@ Result<void> run_cache(const std::string& action, const std::string& max_size, b
 Result<void> run_prewarm(const std::filesystem::path& file) {
   auto runtime = Runtime::create();
   if (!runtime) return runtime.error();
-  auto records = prewarm(*runtime, file);
-  if (!records) return records.error();
+  auto report = prewarm(*runtime, file);
+  if (!report) return report.error();
   double total_ms = 0;
-  for (const KernelRecord& record : *records) {
+  for (const KernelRecord& record : report->kernels) {
     std::printf("GPU %d %-7s %-15s %-12s %9.1f ms  %s\n", record.device, record.device_arch.c_str(), path_name(record.path),
                 record.image.c_str(), record.milliseconds, record.kernel.c_str());
     total_ms += record.milliseconds;
   }
-  std::printf("%zu kernels ready on %zu GPU(s), %.1f ms of load and compile work\n", records->size(),
-              runtime->gpus().size(), total_ms);
+  for (const WholeImageRecord& image : report->whole_images) {
+    std::printf("GPU %d %-7s %-15s %-12s %9.1f ms  the whole image (%zu kernels, one module for prepare_all)\n",
+                image.device, image.device_arch.c_str(), path_name(image.path), image.image.c_str(), image.milliseconds,
+                image.kernels);
+    total_ms += image.milliseconds;
+  }
+  std::printf("%zu kernels ready and %zu images compiled whole on %zu GPU(s), %.1f ms of load and compile work\n",
+              report->kernels.size(), report->whole_images.size(), runtime->gpus().size(), total_ms);
   return {};
 }
 
