@@ -99,7 +99,9 @@ Result<Sections> read_sections(ByteView bytes) {
     section.size = *load<std::uint64_t>(bytes, at + 32);
     section.link = *load<std::uint32_t>(bytes, at + 40);
     section.entry_size = *load<std::uint64_t>(bytes, at + 56);
-    if (section.type != kSectionNoBits && index > 0 && !in_bounds(section.offset, section.size, bytes.size())) {
+    // Every section with bytes, the null one (index 0, all zero in a cubin) too: a damaged
+    // header may name any index as a string or symbol table.
+    if (section.type != kSectionNoBits && !in_bounds(section.offset, section.size, bytes.size())) {
       return malformed("section " + std::to_string(index) + " lies outside the file");
     }
   }
@@ -116,19 +118,17 @@ Result<void> check_elf_header(ByteView bytes) {
   return {};
 }
 
-std::string_view section_bytes(ByteView bytes, const Section& section) {
-  return {reinterpret_cast<const char*>(bytes.data() + section.offset), static_cast<std::size_t>(section.size)};
-}
+// Bounds checked by read_sections().
+ByteView section_bytes(ByteView bytes, const Section& section) { return bytes.subspan(section.offset, section.size); }
 
 // One kernel's `.nv.info.<kernel>` attributes -> its parameter sizes; nullopt when they are not
 // the consistent table the driver would read (then the driver is asked instead).
-std::optional<std::vector<std::size_t>> parameter_sizes_from_attributes(std::string_view attributes) {
+std::optional<std::vector<std::size_t>> parameter_sizes_from_attributes(ByteView data) {
   struct Parameter {
     std::uint32_t ordinal, offset, size;
   };
   std::vector<Parameter> parameters;
   std::optional<std::uint32_t> parameter_bytes;  // EIATTR_CBANK_PARAM_SIZE
-  const ByteView data = as_bytes(attributes);
   for (std::uint64_t at = 0; at < data.size();) {
     if (data.size() - at < kAttributeHeaderSize) return std::nullopt;
     const std::uint8_t format = data[at];
@@ -173,7 +173,7 @@ void visit_kernel_attributes(ByteView bytes, const Visit& visit) {
   if (!read || read->names_index >= read->table.size()) return;
   const Section& names_section = read->table[read->names_index];
   if (names_section.type != kSectionStringTable) return;
-  const std::string_view names = section_bytes(bytes, names_section);
+  const std::string_view names = as_text(section_bytes(bytes, names_section));
   constexpr std::string_view kPrefix = ".nv.info.";
   for (const Section& section : read->table) {
     if (section.type != kSectionCudaInfo || section.name >= names.size()) continue;
@@ -220,7 +220,7 @@ Result<CubinInfo> read_cubin(ByteView bytes) {
     if (symbols.link >= sections.size()) return malformed(which + " links to a missing string table");
     const Section& strings = sections[symbols.link];
     if (strings.type != kSectionStringTable) return malformed(which + " links to a section that is not a string table");
-    const std::string_view names = section_bytes(bytes, strings);
+    const std::string_view names = as_text(section_bytes(bytes, strings));
 
     for (std::uint64_t at = symbols.offset; at + kSymbolSize <= symbols.offset + symbols.size; at += kSymbolSize) {
       const std::uint32_t name_offset = *load<std::uint32_t>(bytes, at);
@@ -241,7 +241,7 @@ Result<CubinInfo> read_cubin(ByteView bytes) {
 
 ParameterSizes parameter_sizes(ByteView bytes) {
   ParameterSizes kernels;
-  visit_kernel_attributes(bytes, [&](std::string_view kernel, std::string_view attributes) {
+  visit_kernel_attributes(bytes, [&](std::string_view kernel, ByteView attributes) {
     if (std::optional<std::vector<std::size_t>> sizes = parameter_sizes_from_attributes(attributes)) {
       kernels.emplace(kernel, std::move(*sizes));
     }
@@ -252,7 +252,7 @@ ParameterSizes parameter_sizes(ByteView bytes) {
 
 std::optional<std::vector<std::size_t>> parameter_sizes(ByteView bytes, std::string_view kernel) {
   std::optional<std::vector<std::size_t>> sizes;
-  visit_kernel_attributes(bytes, [&](std::string_view name, std::string_view attributes) {
+  visit_kernel_attributes(bytes, [&](std::string_view name, ByteView attributes) {
     if (name != kernel) return true;
     sizes = parameter_sizes_from_attributes(attributes);
     return false;

@@ -195,7 +195,9 @@ Result<LoadedImage> load_cubin(Driver& driver, LoadedModules& modules, int devic
   if (!module) return module.error();
   modules.add(device, *module);
   LoadedImage loaded{*module, path, nullptr};
-  if (tables == ParameterTables::ReadNow) loaded.parameters = std::make_shared<const elf::ParameterSizes>(elf::parameter_sizes(cubin));
+  if (tables == ParameterTables::ReadNow) {
+    loaded.parameters = std::make_shared<const elf::ParameterSizes>(elf::parameter_sizes(cubin));
+  }
   return loaded;
 }
 
@@ -227,7 +229,9 @@ struct Kernel::State {
   CUcontext context = nullptr;
   CUfunction function = nullptr;
   mutable std::atomic<bool> arguments_checked{false};
-  std::optional<std::vector<std::size_t>> cubin_parameter_sizes;  // from the cubin, when it records them
+  // The parameter sizes (inner nullopt: the driver cannot tell): set by make_kernel from the
+  // cubin's table where it has one, else asked of the driver on the first launch.
+  mutable std::optional<Result<std::optional<std::vector<std::size_t>>>> parameter_sizes_known;
   std::shared_ptr<const KernelNames> names;
   std::size_t name_index = 0;
 
@@ -241,23 +245,18 @@ struct Kernel::State {
   mutable KernelRecord record;  // `kernel` is empty until named_record()
 
  private:
-  // The kernel's parameter sizes: the cubin's own table, or else asked of the driver on the first
-  // launch (a query per parameter) rather than when the kernel is made ready, so that a kernel
-  // prepared and never launched costs no queries.
+  // The kernel's parameter sizes: the cubin's own table where make_kernel found one, or else asked
+  // of the driver on the first launch (a query per parameter) rather than when the kernel is made
+  // ready, so that a kernel prepared and never launched costs no queries.
   const Result<std::optional<std::vector<std::size_t>>>& parameter_sizes() const {
     std::call_once(sized, [this] {
-      if (cubin_parameter_sizes) {
-        queried_sizes.emplace(cubin_parameter_sizes);
-      } else {
-        queried_sizes.emplace(driver->parameter_sizes(function));
-      }
+      if (!parameter_sizes_known) parameter_sizes_known.emplace(driver->parameter_sizes(function));
     });
-    return *queried_sizes;
+    return *parameter_sizes_known;
   }
 
   mutable std::once_flag named;
   mutable std::once_flag sized;
-  mutable std::optional<Result<std::optional<std::vector<std::size_t>>>> queried_sizes;  // inner nullopt: the driver cannot tell
 };
 
 struct Module::State {
@@ -609,23 +608,25 @@ Result<Kernel> Module::State::make_kernel(std::size_t index, int device) {
   // A kernel's own cubin (from the cache or just compiled) is loaded here; a whole image's
   // module is shared by its kernels.
   std::optional<LoadedImage> own;
-  if (cached) {
-    Result<LoadedImage> kernel_module = load_cubin(*runtime->driver, *modules, device, *cached, Path::CacheHit);
-    if (!kernel_module) return failed(std::move(kernel_module).error());
-    own = std::move(*kernel_module);
-  } else if (!whole && target.kind == ImageKind::Ptx && (*loaded)->ptx->splittable()) {
-    Result<std::string> piece = (*loaded)->ptx->kernel_ptx(mangled);
-    if (!piece) return failed(std::move(piece).error());
-    auto jitted = jit(image, as_bytes(*piece), mangled, ptx_arch, device,
-                      bundle.name() + " " + target.name() + " " + names->readable(index));
-    if (!jitted) return failed(std::move(jitted).error());
-    Result<LoadedImage> kernel_module = load_cubin(*runtime->driver, *modules, device, jitted->first, jitted->second);
-    if (!kernel_module) return failed(std::move(kernel_module).error());
-    own = std::move(*kernel_module);
-  } else if (!whole) {
-    const Result<LoadedImage>& shared = whole_image(device, image, selection->path);
-    if (!shared) return failed(shared.error());
-    whole = &*shared;
+  if (!whole) {
+    if (cached) {
+      Result<LoadedImage> kernel_module = load_cubin(*runtime->driver, *modules, device, *cached, Path::CacheHit);
+      if (!kernel_module) return failed(std::move(kernel_module).error());
+      own = std::move(*kernel_module);
+    } else if (target.kind == ImageKind::Ptx && (*loaded)->ptx->splittable()) {
+      Result<std::string> piece = (*loaded)->ptx->kernel_ptx(mangled);
+      if (!piece) return failed(std::move(piece).error());
+      auto jitted = jit(image, as_bytes(*piece), mangled, ptx_arch, device,
+                        bundle.name() + " " + target.name() + " " + names->readable(index));
+      if (!jitted) return failed(std::move(jitted).error());
+      Result<LoadedImage> kernel_module = load_cubin(*runtime->driver, *modules, device, jitted->first, jitted->second);
+      if (!kernel_module) return failed(std::move(kernel_module).error());
+      own = std::move(*kernel_module);
+    } else {
+      const Result<LoadedImage>& shared = whole_image(device, image, selection->path);
+      if (!shared) return failed(shared.error());
+      whole = &*shared;
+    }
   }
   const LoadedImage& loaded_image = own ? *own : *whole;
   CUmodule module = loaded_image.module;
@@ -641,9 +642,11 @@ Result<Kernel> Module::State::make_kernel(std::size_t index, int device) {
   state->context = *context;
   state->function = *function;
   if (!loaded_image.parameters) {  // a bundle cubin: its bytes are the module's image data
-    state->cubin_parameter_sizes = elf::parameter_sizes((*loaded)->bytes, mangled);
+    if (auto sizes = elf::parameter_sizes((*loaded)->bytes, mangled)) {
+      state->parameter_sizes_known.emplace(std::move(sizes));
+    }
   } else if (auto sizes = loaded_image.parameters->find(mangled); sizes != loaded_image.parameters->end()) {
-    state->cubin_parameter_sizes = sizes->second;
+    state->parameter_sizes_known.emplace(std::optional(sizes->second));
   }
   state->names = names;
   state->name_index = index;
