@@ -94,10 +94,10 @@ int main(int argc, char** argv) try {
     const kiln::ImageTarget wanted{kiln::ImageKind::Cubin, kiln::Arch{{device.major, device.minor}}};
     for (std::size_t index = 0; index < bundle.images().size(); ++index) {
       if (!(bundle.images()[index].target == wanted)) continue;
-      for (const std::string& kernel : bundle.images()[index].kernels) {
+      for (std::string_view kernel : bundle.images()[index].kernels) {
         if (kernel == kAddFloat.mangled) first = cubins.size();
       }
-      cubins.push_back({unwrap(bundle.extract(index), "extracting a cubin"), bundle.images()[index].kernels});
+      cubins.push_back({unwrap(bundle.extract(index), "extracting a cubin"), bundle.images()[index].kernel_names()});
     }
     if (cubins.empty()) throw std::runtime_error("the bundle has no cubin for this GPU's own architecture");
   }

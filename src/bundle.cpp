@@ -184,6 +184,7 @@ struct BundleData {
   BundleMetadata metadata;
   std::vector<ImageInfo> images;
   std::vector<f::Entry> entries;
+  std::vector<std::string_view> refs;  // the string table, viewing `bytes`; images' kernel lists are runs of it
 };
 }  // namespace
 
@@ -371,7 +372,7 @@ class Parser {
   }
 
   Result<void> read_refs() {
-    refs_.reserve(header_.ref_count);
+    state_.refs.reserve(header_.ref_count);
     const std::uint8_t* table = state_.bytes.data() + header_.refs_offset;
     const ByteView strings = state_.bytes.subspan(header_.strings_offset, header_.strings_size);
     for (std::uint32_t i = 0; i < header_.ref_count; ++i) {
@@ -390,7 +391,7 @@ class Parser {
       if (text.find('\0') != std::string_view::npos) {
         return fail("string ref " + std::to_string(i) + " contains a NUL byte", kHintMalformed);
       }
-      refs_.push_back(text);
+      state_.refs.push_back(text);
     }
     return {};
   }
@@ -398,12 +399,12 @@ class Parser {
   // The strings of refs [first, first + count), or an error naming `what`.
   Result<std::span<const std::string_view>> ref_range(std::uint64_t first, std::uint64_t count,
                                                       std::string_view what, const ImageLabel* image = nullptr) const {
-    if (!f::checked_range(first, count, refs_.size())) {
+    if (!f::checked_range(first, count, state_.refs.size())) {
       return fail((image ? image->text() + " " : std::string()) + std::string(what) + ": refs " + std::to_string(first) + " + " + std::to_string(count) +
-                      " run past the " + plural(refs_.size(), "string ref"),
+                      " run past the " + plural(state_.refs.size(), "string ref"),
                   kHintMalformed);
     }
-    return std::span<const std::string_view>(refs_).subspan(first, count);
+    return std::span<const std::string_view>(state_.refs).subspan(first, count);
   }
 
   Result<void> read_metadata() {
@@ -440,7 +441,7 @@ class Parser {
       if (!stored) return stored;
 
       if (auto names = read_names(entry, where); names) {
-        info.kernels = std::move(*names);
+        info.kernels = *names;
       } else {
         return names.error();
       }
@@ -581,10 +582,10 @@ class Parser {
     return {};
   }
 
-  Result<std::vector<std::string>> read_names(const f::Entry& entry, const ImageLabel& where) {
+  Result<std::span<const std::string_view>> read_names(const f::Entry& entry, const ImageLabel& where) {
     auto names = ref_range(entry.names_first_ref, entry.names_count, "kernel names", &where);
     if (!names) return names.error();
-    // Lists may be shared, so a small file could name billions of strings; bound what is copied.
+    // Lists may be shared, so a small file could name billions of strings; bound what readers walk.
     name_references_ += names->size();
     for (std::string_view name : *names) name_bytes_ += name.size();
     if (name_references_ > f::kMaxNameReferences || name_bytes_ > f::kMaxNameBytes) {
@@ -593,13 +594,10 @@ class Parser {
                       std::to_string(f::kMaxNameReferences) + " names or " + plural(f::kMaxNameBytes, "byte"),
                   kHintMalformed);
     }
-    std::vector<std::string> kernels;
-    kernels.reserve(names->size());
-    for (std::string_view name : *names) {
-      if (name.empty()) return fail(where + ": kernel name " + std::to_string(kernels.size()) + " is empty", kHintMalformed);
-      kernels.emplace_back(name);
+    for (std::size_t k = 0; k < names->size(); ++k) {
+      if ((*names)[k].empty()) return fail(where + ": kernel name " + std::to_string(k) + " is empty", kHintMalformed);
     }
-    return kernels;
+    return names;
   }
 
   Result<void> check_overlaps() {
@@ -629,7 +627,6 @@ class Parser {
   BundleData& state_;
   OpenCheck check_;
   f::Header header_{};
-  std::vector<std::string_view> refs_;
   std::vector<std::uint32_t> depth_;  // dictionary chain length of each image
   std::vector<StoredRange> stored_ranges_;
   std::uint64_t name_references_ = 0;

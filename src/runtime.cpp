@@ -5,11 +5,13 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cctype>
 #include <chrono>
 #include <cstdio>
 #include <functional>
 #include <mutex>
 #include <optional>
+#include <span>
 #include <thread>
 #include <unordered_map>
 
@@ -52,9 +54,33 @@ std::string short_name(const std::string& demangled) {
   return std::string(name.substr(start));
 }
 
+struct StringHash {
+  using is_transparent = void;
+  std::size_t operator()(std::string_view text) const noexcept { return std::hash<std::string_view>{}(text); }
+};
+
+// The function's own identifier in a readable or demangled kernel name: "add" in
+// "void ops::add<float>(float const*, long long)" and in "ops::add<float>" (kernels return void, so
+// the first top-level '<' or '(' ends the qualified name; "(anonymous namespace)" is a scope).
+// Empty where no identifier precedes it.
+std::string_view function_identifier(std::string_view name) {
+  constexpr std::string_view kAnonymous = "(anonymous namespace)";
+  std::size_t end = 0;
+  while (end < name.size() && name[end] != '<' && name[end] != '(') ++end;
+  while (end < name.size() && name.substr(end).starts_with(kAnonymous)) {
+    end += kAnonymous.size();
+    while (end < name.size() && name[end] != '<' && name[end] != '(') ++end;
+  }
+  std::size_t start = end;
+  auto is_identifier = [](char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '_'; };
+  while (start > 0 && is_identifier(name[start - 1])) --start;
+  return name.substr(start, end - start);
+}
+
 // The bundle's kernels in first-seen order and the images that hold each. Lookups by mangled
-// name need nothing more; the readable spellings are made on first need, because demangling every
-// name costs more than loading the one kernel that a start needs.
+// name need nothing more; readable spellings are made on need, because demangling every name costs
+// more than loading the one kernel that a start needs (and a library of many kernels would pay
+// that at every start).
 class KernelNames {
  public:
   struct Spelling {
@@ -66,52 +92,170 @@ class KernelNames {
     std::unordered_map<std::string, std::size_t> by_demangled;
     std::unordered_map<std::string, std::vector<std::size_t>> by_short;
   };
+  // What a readable or demangled name resolves to: one kernel, or several that share the name.
+  struct ReadableMatch {
+    std::vector<std::size_t> kernels;     // one: found; several: ambiguous; none: no such kernel
+    std::vector<std::string> demangled;   // of each, for the message that lists them
+  };
 
-  // Keeps `bundle` (its state is shared, not copied): the names are views of its strings.
+  // Keeps `bundle` (its state is shared, not copied): the names are views of its strings. Images
+  // compiled from the same sources list the same kernels, and the bundle stores such a list once,
+  // so each distinct list is read once however many architectures share it.
   explicit KernelNames(const Bundle& bundle) : bundle_(bundle) {
-    std::vector<std::size_t> unlisted;
-    for (std::size_t image = 0; image < bundle_.images().size(); ++image) {
-      const std::vector<std::string>& kernels = bundle_.images()[image].kernels;
-      if (kernels.empty()) unlisted.push_back(image);  // may hold any kernel
-      for (const std::string& name : kernels) {
+    const std::vector<ImageInfo>& images = bundle_.images();
+    // Images whose lists view the same run of the table, grouped by sorting: no map of lists.
+    std::vector<std::size_t> listed;
+    for (std::size_t image = 0; image < images.size(); ++image) {
+      if (!images[image].kernels.empty()) listed.push_back(image);  // an empty list: may hold any kernel
+    }
+    auto run_of = [&](std::size_t image) {
+      return std::pair(images[image].kernels.data(), images[image].kernels.size());
+    };
+    std::stable_sort(listed.begin(), listed.end(), [&](std::size_t a, std::size_t b) {
+      return std::less<>{}(run_of(a), run_of(b));
+    });
+    std::size_t name_count = 0;
+    for (std::size_t i = 0; i < listed.size(); ++i) {
+      if (i == 0 || run_of(listed[i]) != run_of(listed[i - 1])) name_count += images[listed[i]].kernels.size();
+    }
+    by_mangled_.reserve(name_count);
+    std::vector<std::size_t> list_of_image(images.size(), kUnlisted);
+    std::size_t list_count = 0;
+    for (std::size_t i = 0; i < listed.size(); ++i) {
+      const bool same = i > 0 && run_of(listed[i]) == run_of(listed[i - 1]);
+      list_of_image[listed[i]] = same ? list_of_image[listed[i - 1]] : list_count++;
+    }
+    // Each list's kernels, in image order so that kernels are numbered as first seen.
+    std::vector<std::pair<std::size_t, std::size_t>> list_range(list_count, {0, 0});  // into list_kernels
+    std::vector<bool> expanded(list_count, false);
+    std::vector<std::size_t> list_kernels;
+    list_kernels.reserve(name_count);
+    for (std::size_t image = 0; image < images.size(); ++image) {
+      const std::size_t list = list_of_image[image];
+      if (list == kUnlisted || expanded[list]) continue;
+      expanded[list] = true;
+      list_range[list].first = list_kernels.size();
+      for (std::string_view name : images[image].kernels) {
         auto [found, added] = by_mangled_.emplace(name, mangled_.size());
-        if (added) {
-          mangled_.push_back(&name);
-          images_.emplace_back();
-        }
-        images_[found->second].push_back(image);
+        if (added) mangled_.push_back(name);
+        list_kernels.push_back(found->second);
+      }
+      list_range[list].second = list_kernels.size();
+    }
+    // candidate_images() as one flat array (CSR): count, offset, fill in image order.
+    std::vector<std::size_t> count(mangled_.size() + 1, 0);
+    for (std::size_t image = 0; image < images.size(); ++image) {
+      const std::size_t list = list_of_image[image];
+      if (list == kUnlisted) {
+        for (std::size_t kernel = 0; kernel < mangled_.size(); ++kernel) ++count[kernel + 1];
+      } else {
+        for (std::size_t i = list_range[list].first; i < list_range[list].second; ++i) ++count[list_kernels[i] + 1];
       }
     }
-    if (unlisted.empty()) return;
-    for (std::vector<std::size_t>& images : images_) {
-      images.insert(images.end(), unlisted.begin(), unlisted.end());
-      std::sort(images.begin(), images.end());
+    for (std::size_t kernel = 0; kernel < mangled_.size(); ++kernel) count[kernel + 1] += count[kernel];
+    image_first_ = count;
+    image_of_.resize(count.back());
+    for (std::size_t image = 0; image < images.size(); ++image) {
+      const std::size_t list = list_of_image[image];
+      if (list == kUnlisted) {
+        for (std::size_t kernel = 0; kernel < mangled_.size(); ++kernel) image_of_[count[kernel]++] = image;
+      } else {
+        for (std::size_t i = list_range[list].first; i < list_range[list].second; ++i) image_of_[count[list_kernels[i]]++] = image;
+      }
     }
   }
 
   [[nodiscard]] std::size_t size() const noexcept { return mangled_.size(); }
-  [[nodiscard]] const std::string& mangled(std::size_t index) const { return *mangled_[index]; }
+  [[nodiscard]] std::string_view mangled(std::size_t index) const { return mangled_[index]; }
   [[nodiscard]] std::optional<std::size_t> find_mangled(std::string_view name) const {
     auto found = by_mangled_.find(name);
     if (found == by_mangled_.end()) return std::nullopt;
     return found->second;
   }
   // The images that may hold this kernel (those that list it and those that list none), in bundle order.
-  [[nodiscard]] const std::vector<std::size_t>& candidate_images(std::size_t index) const { return images_[index]; }
+  [[nodiscard]] std::span<const std::size_t> candidate_images(std::size_t index) const {
+    return std::span<const std::size_t>(image_of_).subspan(image_first_[index], image_first_[index + 1] - image_first_[index]);
+  }
   [[nodiscard]] const Spellings& spellings() const {
     std::call_once(spelled_, [this] { spellings_ = spell(); });
     return spellings_;
   }
   [[nodiscard]] const std::string& readable(std::size_t index) const { return spellings().by_index[index].readable; }
 
+  // A kernel by its demangled name, or by its readable one, as spellings() would resolve it. Only
+  // the kernels whose mangled name spells the same function identifier ("3add") are demangled, since
+  // no other can match; once this has scanned many names, spelling all of them is cheaper.
+  [[nodiscard]] ReadableMatch find_readable(std::string_view name) const {
+    const std::string_view identifier = function_identifier(name);
+    bool scan = !identifier.empty();
+    if (scan) {
+      std::lock_guard lock(scan_mutex_);
+      if (auto known = found_by_scan_.find(name); known != found_by_scan_.end()) return {{known->second}, {}};
+      scan = ++scans_ <= kScansBeforeSpellingAll;
+    }
+    if (!scan) return match_spelled(name);
+
+    const std::string needle = std::to_string(identifier.size()) + std::string(identifier);
+    std::vector<std::size_t> candidates;
+    std::vector<Spelling> spelled;
+    for (std::size_t index = 0; index < mangled_.size(); ++index) {
+      if (mangled_[index].find(needle) == std::string_view::npos && mangled_[index] != identifier) continue;
+      candidates.push_back(index);
+      Spelling spelling;
+      spelling.demangled = demangle(mangled_[index]);
+      spelling.readable = short_name(spelling.demangled);
+      spelled.push_back(std::move(spelling));
+    }
+    ReadableMatch found = match_scanned(name, spelled, candidates);
+    if (found.kernels.size() == 1) {
+      std::lock_guard lock(scan_mutex_);
+      found_by_scan_.emplace(std::string(name), found.kernels.front());
+    }
+    return found;
+  }
+
  private:
+  static constexpr std::size_t kUnlisted = static_cast<std::size_t>(-1);
+  static constexpr unsigned kScansBeforeSpellingAll = 32;
+
+  ReadableMatch match_spelled(std::string_view name) const {
+    const Spellings& all = spellings();
+    const std::string key(name);
+    if (auto found = all.by_demangled.find(key); found != all.by_demangled.end()) {
+      return {{found->second}, {all.by_index[found->second].demangled}};
+    }
+    ReadableMatch found;
+    if (auto shared = all.by_short.find(key); shared != all.by_short.end()) {
+      for (std::size_t index : shared->second) {
+        found.kernels.push_back(index);
+        found.demangled.push_back(all.by_index[index].demangled);
+      }
+    }
+    return found;
+  }
+
+  // The same over the scanned kernels `candidates`, spelled in `spelled`.
+  static ReadableMatch match_scanned(std::string_view name, const std::vector<Spelling>& spelled,
+                                     const std::vector<std::size_t>& candidates) {
+    for (std::size_t i = 0; i < spelled.size(); ++i) {
+      if (spelled[i].demangled == name) return {{candidates[i]}, {spelled[i].demangled}};
+    }
+    ReadableMatch found;
+    for (std::size_t i = 0; i < spelled.size(); ++i) {
+      if (spelled[i].readable != name) continue;
+      found.kernels.push_back(candidates[i]);
+      found.demangled.push_back(spelled[i].demangled);
+    }
+    return found;
+  }
+
   Spellings spell() const {
     Spellings result;
     result.by_index.reserve(mangled_.size());
     std::unordered_map<std::string, int> uses;
-    for (const std::string* mangled : mangled_) {
+    for (std::string_view mangled : mangled_) {
       Spelling spelling;
-      spelling.demangled = demangle(*mangled);
+      spelling.demangled = demangle(mangled);
       spelling.readable = short_name(spelling.demangled);
       ++uses[spelling.readable];
       result.by_index.push_back(std::move(spelling));
@@ -127,11 +271,15 @@ class KernelNames {
   }
 
   Bundle bundle_;
-  std::vector<const std::string*> mangled_;  // into bundle_'s image table
-  std::vector<std::vector<std::size_t>> images_;  // by kernel: candidate_images()
+  std::vector<std::string_view> mangled_;  // into bundle_'s string table
   std::unordered_map<std::string_view, std::size_t> by_mangled_;
+  std::vector<std::size_t> image_first_;  // kernel k's candidate images: image_of_[image_first_[k], image_first_[k + 1])
+  std::vector<std::size_t> image_of_;
   mutable std::once_flag spelled_;
   mutable Spellings spellings_;
+  mutable std::mutex scan_mutex_;
+  mutable unsigned scans_ = 0;
+  mutable std::unordered_map<std::string, std::size_t, StringHash, std::equal_to<>> found_by_scan_;
 };
 
 // Calls `work(i)` for every i below `count`, on as many threads as there is work worth one
@@ -395,20 +543,19 @@ Result<int> Module::State::resolve_device(int device) const {
 
 Result<std::size_t> Module::State::resolve_kernel(std::string_view name) const {
   if (std::optional<std::size_t> index = names->find_mangled(name)) return *index;
-  const KernelNames::Spellings& spellings = names->spellings();
+  const KernelNames::ReadableMatch found = names->find_readable(name);
+  if (found.kernels.size() == 1) return found.kernels.front();
   const std::string key(name);
-  if (auto found = spellings.by_demangled.find(key); found != spellings.by_demangled.end()) return found->second;
-  if (auto found = spellings.by_short.find(key); found != spellings.by_short.end()) {
-    if (found->second.size() == 1) return found->second.front();
+  if (found.kernels.size() > 1) {
     std::string candidates;
-    for (std::size_t index : found->second) candidates += "\n  " + spellings.by_index[index].demangled;
+    for (const std::string& demangled : found.demangled) candidates += "\n  " + demangled;
     Error error = make_error(Component::Runtime, "kernel name " + key + " is ambiguous", bundle.name(),
                              "name one by its full signature");
     error.log = "candidates:" + candidates;
     return error;
   }
   std::string known;
-  for (const KernelNames::Spelling& kernel : spellings.by_index) known += (known.empty() ? "" : ", ") + kernel.readable;
+  for (const KernelNames::Spelling& kernel : names->spellings().by_index) known += (known.empty() ? "" : ", ") + kernel.readable;
   return make_error(Component::Runtime, "the bundle has no kernel named " + key, bundle.name(),
                     "it has: " + (known.empty() ? std::string("no kernels") : known));
 }
@@ -515,7 +662,7 @@ const Module::State::Device::Selected& Module::State::select(std::size_t index, 
   Device& state = devices[static_cast<std::size_t>(device)];
   return state.slot(state.selections, index).get([&]() -> Device::Selected {
     const ComputeCapability cc = runtime->driver->compute_capability(device);
-    const std::vector<std::size_t>& candidates = names->candidate_images(index);
+    const std::span<const std::size_t> candidates = names->candidate_images(index);
     std::vector<ImageTarget> targets;
     targets.reserve(candidates.size());
     for (std::size_t image : candidates) targets.push_back(bundle.images()[image].target);
@@ -574,7 +721,7 @@ Result<WholeImageRecord> Module::State::cache_whole_image(int device, std::size_
 
 Result<Kernel> Module::State::make_kernel(std::size_t index, int device) {
   const Clock::time_point start = Clock::now();
-  const std::string& mangled = names->mangled(index);
+  const std::string mangled(names->mangled(index));
   const ComputeCapability cc = runtime->driver->compute_capability(device);
   const std::string device_arch = Arch{cc}.sm_name();
   auto failed = [&](Error error) {

@@ -6,7 +6,9 @@
 #include <filesystem>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "kiln/catalog.hpp"
@@ -61,7 +63,12 @@ struct ImageInfo {
   std::uint64_t raw_size = 0;
   std::uint64_t stored_size = 0;  // 0 for an image that shares the bytes of an identical one
   std::uint64_t content_hash = 0; // checksum64 of the raw bytes
-  std::vector<std::string> kernels;
+  // Mangled names, viewing the bundle's string table: valid while a Bundle with this state
+  // lives (and the bytes it was opened from). Views, so that opening a bundle of many kernels
+  // and architectures copies no name (identical lists share one run of the table).
+  std::span<const std::string_view> kernels;
+  // A copy of `kernels`: for an Image to write, or a caller that outlives the Bundle.
+  [[nodiscard]] std::vector<std::string> kernel_names() const { return {kernels.begin(), kernels.end()}; }
   std::optional<std::size_t> duplicate_of;  // the earlier identical image whose bytes this one shares
   std::optional<std::size_t> dictionary;    // the earlier image whose raw bytes prime this one's zstd frame
 };

@@ -476,7 +476,7 @@ TEST_F(GpuRuntime, PrewarmedWholeImagesServePrepareAll) {
         "cuFuncGetModule");
     const std::vector<ImageInfo>& images = module.bundle().images();
     for (std::size_t image = 0; image < images.size(); ++image) {
-      const std::vector<std::string>& kernels = images[image].kernels;
+      const std::span<const std::string_view> kernels = images[image].kernels;
       if (images[image].target.kind == ImageKind::Ptx &&
           std::find(kernels.begin(), kernels.end(), record.mangled) != kernels.end()) {
         modules_by_image[image].insert(owner);
@@ -531,7 +531,7 @@ TEST_F(GpuRuntime, CubinParameterTablesMatchTheDriver) {
       const elf::ParameterSizes tables = elf::parameter_sizes(cubin);
       CUmodule module = nullptr;
       kiln_gpu_test::check(cuda.module_load_data(&module, cubin.data()), "cuModuleLoadData");
-      for (const std::string& kernel : image.kernels) {
+      for (const std::string& kernel : image.kernel_names()) {
         CUfunction function = nullptr;
         kiln_gpu_test::check(cuda.module_get_function(&function, module, kernel.c_str()), "cuModuleGetFunction");
         std::vector<std::size_t> from_driver;

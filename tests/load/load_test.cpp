@@ -202,10 +202,10 @@ class FakeGpuDriver final : public kiln::Driver {
 // Every kernel of the bundle (mangled), in bundle order.
 std::vector<std::string> bundle_kernels(const kiln::Bundle& bundle) {
   std::vector<std::string> kernels;
-  std::set<std::string> seen;
+  std::set<std::string_view> seen;
   for (const kiln::ImageInfo& image : bundle.images()) {
-    for (const std::string& kernel : image.kernels) {
-      if (seen.insert(kernel).second) kernels.push_back(kernel);
+    for (std::string_view kernel : image.kernels) {
+      if (seen.insert(kernel).second) kernels.emplace_back(kernel);
     }
   }
   return kernels;

@@ -553,6 +553,53 @@ TEST_F(RuntimeTest, OverloadsNeedTheirSignature) {
   EXPECT_EQ(kernel_or_fail(module, "add(int*, int*, int)").record().mangled, add_int);
 }
 
+// A readable name is first looked up by demangling only the kernels whose mangled name spells
+// the same function identifier, and after many such lookups by spelling every name; either way the
+// answer is what spelling every name gives.
+TEST_F(RuntimeTest, ReadableLookupsAgreeWithSpellingEveryName) {
+  const std::vector<std::string> kernels = {
+      "_ZN3ops3addIfEEvPKT_S3_PS1_x",  // ops::add<float>
+      "_ZN3ops3addIdEEvPKT_S3_PS1_x",  // ops::add<double>
+      "_ZN12_GLOBAL__N_16hiddenEPf",   // (anonymous namespace)::hidden(float*)
+      "_Z13add_and_carryPi",           // holds "3add" too: a candidate that does not match "add"
+      "_ZN3add3addEPf",                // add::add(float*)
+      "_Z3addPfS_i",                   // add(float*, float*, int) and its overload:
+      "_Z3addPiS_i",                   // add(int*, int*, int)
+      "saxpy",                         // extern "C"
+  };
+  const std::vector<std::string> queries = {
+      "ops::add<float>", "ops::add<double>", "void ops::add<float>(float const*, float const*, float*, long long)",
+      "(anonymous namespace)::hidden", "add_and_carry", "add::add", "add", "add(int*, int*, int)", "saxpy",
+      "ops::add<half>", "hidden", "void", "<float>", ""};
+  Runtime runtime = make_runtime({kHopper});
+  // What each query gives: the kernel's mangled name, or the error's message and log.
+  auto answers = [&](const Module& module) {
+    std::vector<std::string> found;
+    for (const std::string& query : queries) {
+      Result<Kernel> kernel = module.kernel(query);
+      found.push_back(kernel ? kernel->record().mangled : kernel.error().message + " | " + kernel.error().log);
+    }
+    return found;
+  };
+  Module scanned = load(runtime, {cubin_image("sm_90", kernels)});
+  const std::vector<std::string> by_scan = answers(scanned);
+  Module spelled = load(runtime, {cubin_image("sm_90", kernels)});
+  ASSERT_EQ(spelled.kernel_names().size(), kernels.size());  // spells every name first
+  EXPECT_EQ(by_scan, answers(spelled));
+  EXPECT_EQ(by_scan[0], kernels[0]);
+  EXPECT_EQ(by_scan[3], kernels[2]);
+  EXPECT_EQ(by_scan[4], kernels[3]);
+  EXPECT_EQ(by_scan[5], kernels[4]);
+  EXPECT_NE(by_scan[6].find("ambiguous"), std::string::npos) << by_scan[6];
+  EXPECT_NE(by_scan[6].find("add(int*, int*, int)"), std::string::npos) << by_scan[6];
+  EXPECT_EQ(by_scan[7], kernels[6]);
+  EXPECT_NE(by_scan[9].find("no kernel named ops::add<half>"), std::string::npos) << by_scan[9];
+
+  // Past the scans' budget the same queries, asked again and again, keep their answers.
+  Module asked_often = load(runtime, {cubin_image("sm_90", kernels)});
+  for (int round = 0; round < 8; ++round) EXPECT_EQ(answers(asked_often), by_scan) << "round " << round;
+}
+
 TEST_F(RuntimeTest, DeviceMinusOneIsTheCurrentContextsDevice) {
   Runtime runtime = make_runtime({kHopper, kHopper});
   Module module = load(runtime, {cubin_image("sm_90")});

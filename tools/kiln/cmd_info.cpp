@@ -124,7 +124,7 @@ Result<void> run_inspect(const std::filesystem::path& file, bool json, bool list
                                {"raw_size", image.raw_size},
                                {"stored_size", image.stored_size},
                                {"codec", codec_name(image.codec)},
-                               {"kernels", image.kernels},
+                               {"kernels", image.kernel_names()},
                                {"readable_kernels", readable}});
     }
     out["totals"] = {{"images", bundle->images().size()}, {"raw_size", raw_total}, {"stored_size", stored_total}};
@@ -140,7 +140,7 @@ Result<void> run_inspect(const std::filesystem::path& file, bool json, bool list
                 static_cast<unsigned long long>(image.raw_size), static_cast<unsigned long long>(image.stored_size),
                 codec_name(image.codec), image.kernels.size());
     if (list_kernels) {
-      for (const auto& kernel : image.kernels) std::printf("    %s  [%s]\n", demangle(kernel).c_str(), kernel.c_str());
+      for (const auto& kernel : image.kernels) std::printf("    %s  [%s]\n", demangle(kernel).c_str(), std::string(kernel).c_str());
     }
   }
   std::printf("%-12s %-7s %12llu %12llu   (%.2fx smaller)\n", "total", "", static_cast<unsigned long long>(raw_total),

@@ -10,12 +10,13 @@
 #include <cstdio>
 #include <set>
 #include <string>
+#include <string_view>
 
 namespace {
 
-bool has_kernel(const kiln::ImageInfo& image, const std::string& part) {
+bool has_kernel(const kiln::ImageInfo& image, std::string_view part) {
   return std::any_of(image.kernels.begin(), image.kernels.end(),
-                     [&](const std::string& name) { return name.find(part) != std::string::npos; });
+                     [&](std::string_view name) { return name.find(part) != std::string_view::npos; });
 }
 
 }  // namespace
@@ -38,7 +39,7 @@ int main() {
     const std::string target = image.target.name();
     targets.insert(target);
     std::printf("image %-10s %zu kernels:", target.c_str(), image.kernels.size());
-    for (const std::string& kernel : image.kernels) std::printf(" %s", kernel.c_str());
+    for (std::string_view kernel : image.kernels) std::printf(" %.*s", static_cast<int>(kernel.size()), kernel.data());
     std::printf("\n");
     if (target == "source") continue;
     for (const char* kernel : {"consumer_axpy", "consumer_scale"}) {
