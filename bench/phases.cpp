@@ -17,6 +17,12 @@
 //   kiln_bench_phases extract BUNDLE    Bundle::open, then extracting add<float>'s cubin, twice
 //   kiln_bench_phases link-empty        the driver's PTX JIT of an empty kernel, three times:
 //                                       the fixed cost of one JIT compile
+//   kiln_bench_phases jit-one BUNDLE driver|nvjitlink LEVEL
+//                                       add<float>'s own PTX (split as kiln's JIT splits it)
+//                                       compiled for this GPU by the driver's linker
+//                                       (CU_JIT_OPTIMIZATION_LEVEL, 0-4, 4 the default) or by
+//                                       nvJitLink (-O0 to -O3, 3 the default), then loaded,
+//                                       launched and checked: what a JIT path costs at each level
 //
 // The environment decides kiln's path (KILN_FORCE_JIT, KILN_CACHE_DIR), as for any application.
 #include <dlfcn.h>
@@ -28,10 +34,13 @@
 #include <string>
 #include <vector>
 
+#include <nvJitLink.h>
+
 #include "cuda_api.hpp"
 #include "kiln/bundle.hpp"
 #include "kiln/runtime.hpp"
 #include "support.hpp"
+#include "../src/ptx_split.hpp"  // the splitter kiln's JIT uses, so that the input is the same
 
 using namespace kiln_bench;
 using Clock = std::chrono::steady_clock;
@@ -76,7 +85,7 @@ int main(int argc, char** argv) try {
   if (argc < 2) {
     std::fprintf(stderr,
                  "usage: kiln_bench_phases kiln|kiln-all|kiln-steps|raw|raw-split|raw-all|extract BUNDLE | "
-                 "driver-calls | link-empty\n");
+                 "driver-calls | link-empty | jit-one BUNDLE driver|nvjitlink LEVEL\n");
     return 2;
   }
   const std::string mode = argv[1];
@@ -100,6 +109,25 @@ int main(int argc, char** argv) try {
       cubins.push_back({unwrap(bundle.extract(index), "extracting a cubin"), bundle.images()[index].kernel_names()});
     }
     if (cubins.empty()) throw std::runtime_error("the bundle has no cubin for this GPU's own architecture");
+  }
+
+  // jit-one: add<float>'s own PTX, as kiln's JIT would compile it, prepared before t0.
+  std::string kernel_ptx;
+  if (mode == "jit-one") {
+    if (argc != 5) throw std::runtime_error("usage: kiln_bench_phases jit-one BUNDLE driver|nvjitlink LEVEL");
+    const kiln::Bundle bundle = unwrap(kiln::Bundle::open(bundle_bytes, "bundle"), "opening the bundle");
+    for (std::size_t index = 0; index < bundle.images().size() && kernel_ptx.empty(); ++index) {
+      const kiln::ImageInfo& image = bundle.images()[index];
+      if (image.target.kind != kiln::ImageKind::Ptx ||
+          std::find(image.kernels.begin(), image.kernels.end(), kAddFloat.mangled) == image.kernels.end()) {
+        continue;
+      }
+      const kiln::Bytes text = unwrap(bundle.extract(index), "extracting the PTX");
+      const kiln::PtxModule ptx =
+          unwrap(kiln::PtxModule::parse(std::string(text.begin(), text.end())), "parsing the PTX");
+      kernel_ptx = unwrap(ptx.kernel_ptx(kAddFloat.mangled), "splitting the PTX");
+    }
+    if (kernel_ptx.empty()) throw std::runtime_error("the bundle has no PTX holding add<float>");
   }
 
   Timeline timeline;
@@ -251,6 +279,71 @@ int main(int argc, char** argv) try {
       timeline.mark("complete");
       api.cuLinkDestroy_fn(state);
     }
+  } else if (mode == "jit-one") {
+    const std::string compiler = argv[3];
+    const int level = std::stoi(argv[4]);
+    kiln::Bytes cubin;
+    if (compiler == "driver") {
+      CUlinkState state = nullptr;
+      CUjit_option options[] = {CU_JIT_TARGET, CU_JIT_OPTIMIZATION_LEVEL};
+      void* values[] = {reinterpret_cast<void*>(static_cast<std::uintptr_t>(device.major * 10 + device.minor)),
+                        reinterpret_cast<void*>(static_cast<std::uintptr_t>(level))};
+      api.check(api.cuLinkCreate_fn(2, options, values, &state), "cuLinkCreate");
+      timeline.mark("create");
+      api.check(api.cuLinkAddData_fn(state, CU_JIT_INPUT_PTX, kernel_ptx.data(), kernel_ptx.size() + 1, "add", 0,
+                                     nullptr, nullptr),
+                "cuLinkAddData");
+      timeline.mark("add-ptx");
+      void* image = nullptr;
+      std::size_t size = 0;
+      api.check(api.cuLinkComplete_fn(state, &image, &size), "cuLinkComplete");
+      cubin.assign(static_cast<const std::uint8_t*>(image), static_cast<const std::uint8_t*>(image) + size);
+      api.cuLinkDestroy_fn(state);
+      timeline.mark("complete");
+    } else if (compiler == "nvjitlink") {
+      void* library = dlopen("libnvJitLink.so.13", RTLD_NOW | RTLD_LOCAL);
+      if (library == nullptr) library = dlopen("/usr/local/cuda/lib64/libnvJitLink.so.13", RTLD_NOW | RTLD_LOCAL);
+      if (library == nullptr) throw std::runtime_error("libnvJitLink.so.13 not found");
+      auto create = reinterpret_cast<nvJitLinkResult (*)(nvJitLinkHandle*, std::uint32_t, const char**)>(
+          dlsym(library, "nvJitLinkCreate"));
+      auto add = reinterpret_cast<nvJitLinkResult (*)(nvJitLinkHandle, nvJitLinkInputType, const void*, std::size_t,
+                                                      const char*)>(dlsym(library, "nvJitLinkAddData"));
+      auto complete = reinterpret_cast<nvJitLinkResult (*)(nvJitLinkHandle)>(dlsym(library, "nvJitLinkComplete"));
+      auto size_of = reinterpret_cast<nvJitLinkResult (*)(nvJitLinkHandle, std::size_t*)>(
+          dlsym(library, "nvJitLinkGetLinkedCubinSize"));
+      auto get = reinterpret_cast<nvJitLinkResult (*)(nvJitLinkHandle, void*)>(dlsym(library, "nvJitLinkGetLinkedCubin"));
+      if (!create || !add || !complete || !size_of || !get) throw std::runtime_error("nvJitLink lacks an entry point");
+      timeline.mark("dlopen");
+      const std::string arch = "-arch=sm_" + std::to_string(device.major * 10 + device.minor);
+      const std::string optimization = "-O" + std::to_string(level);
+      const char* options[] = {arch.c_str(), optimization.c_str()};
+      nvJitLinkHandle handle = nullptr;
+      if (create(&handle, 2, options) != NVJITLINK_SUCCESS) throw std::runtime_error("nvJitLinkCreate failed");
+      timeline.mark("create");
+      if (add(handle, NVJITLINK_INPUT_PTX, kernel_ptx.data(), kernel_ptx.size(), "add") != NVJITLINK_SUCCESS) {
+        throw std::runtime_error("nvJitLinkAddData failed");
+      }
+      timeline.mark("add-ptx");
+      std::size_t size = 0;
+      if (complete(handle) != NVJITLINK_SUCCESS || size_of(handle, &size) != NVJITLINK_SUCCESS) {
+        throw std::runtime_error("nvJitLinkComplete failed");
+      }
+      cubin.resize(size);
+      if (get(handle, cubin.data()) != NVJITLINK_SUCCESS) throw std::runtime_error("nvJitLinkGetLinkedCubin failed");
+      timeline.mark("complete");
+    } else {
+      throw std::runtime_error("jit-one: the compiler is driver or nvjitlink, not " + compiler);
+    }
+    CUmodule module = nullptr;
+    api.check(api.cuModuleLoadData_fn(&module, cubin.data()), "cuModuleLoadData");
+    CUfunction function = nullptr;
+    api.check(api.cuModuleGetFunction_fn(&function, module, kAddFloat.mangled), "cuModuleGetFunction");
+    timeline.mark("load");
+    problem.launch_raw(function, nullptr);
+    api.check(api.cuCtxSynchronize_fn(), "cuCtxSynchronize");
+    timeline.mark("sync");
+    timeline.note("compiler=" + compiler + " level=" + std::to_string(level) + " cubin=" + std::to_string(cubin.size()));
+    launched = true;
   } else {
     std::fprintf(stderr, "kiln_bench_phases: unknown mode %s\n", mode.c_str());
     return 2;
