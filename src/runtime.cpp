@@ -177,36 +177,39 @@ class KernelNames {
     return std::span<const std::size_t>(image_of_).subspan(image_first_[index], image_first_[index + 1] - image_first_[index]);
   }
   [[nodiscard]] const Spellings& spellings() const {
-    std::call_once(spelled_, [this] { spellings_ = spell(); });
+    std::call_once(spelled_, [this] {
+      spellings_ = spell();
+      spelled_all_.store(true, std::memory_order_release);
+    });
     return spellings_;
   }
-  [[nodiscard]] const std::string& readable(std::size_t index) const { return spellings().by_index[index].readable; }
+  // One kernel's readable name, as spellings() gives it: its short name, or its demangled one
+  // where another kernel shares the short name. Worked out from the kernels that spell the same
+  // function identifier (see find_readable), so that a record or a log line does not demangle
+  // the whole bundle.
+  [[nodiscard]] std::string readable(std::size_t index) const {
+    if (spelled_all_.load(std::memory_order_acquire)) return spellings_.by_index[index].readable;
+    std::string demangled = demangle(mangled_[index]);
+    std::string own = short_name(demangled);
+    std::optional<Scan> scan = scan_for(function_identifier(own));
+    if (!scan) return spellings().by_index[index].readable;
+    for (std::size_t i = 0; i < scan->kernels.size(); ++i) {
+      if (scan->kernels[i] != index && scan->spelled[i].readable == own) return demangled;  // an overload
+    }
+    return own;
+  }
 
   // A kernel by its demangled name, or by its readable one, as spellings() would resolve it. Only
   // the kernels whose mangled name spells the same function identifier ("3add") are demangled, since
   // no other can match; once this has scanned many names, spelling all of them is cheaper.
   [[nodiscard]] ReadableMatch find_readable(std::string_view name) const {
-    const std::string_view identifier = function_identifier(name);
-    bool scan = !identifier.empty();
-    if (scan) {
+    {
       std::lock_guard lock(scan_mutex_);
       if (auto known = found_by_scan_.find(name); known != found_by_scan_.end()) return {{known->second}, {}};
-      scan = ++scans_ <= kScansBeforeSpellingAll;
     }
+    std::optional<Scan> scan = scan_for(function_identifier(name));
     if (!scan) return match_spelled(name);
-
-    const std::string needle = std::to_string(identifier.size()) + std::string(identifier);
-    std::vector<std::size_t> candidates;
-    std::vector<Spelling> spelled;
-    for (std::size_t index = 0; index < mangled_.size(); ++index) {
-      if (mangled_[index].find(needle) == std::string_view::npos && mangled_[index] != identifier) continue;
-      candidates.push_back(index);
-      Spelling spelling;
-      spelling.demangled = demangle(mangled_[index]);
-      spelling.readable = short_name(spelling.demangled);
-      spelled.push_back(std::move(spelling));
-    }
-    ReadableMatch found = match_scanned(name, spelled, candidates);
+    ReadableMatch found = match_scanned(name, scan->spelled, scan->kernels);
     if (found.kernels.size() == 1) {
       std::lock_guard lock(scan_mutex_);
       found_by_scan_.emplace(std::string(name), found.kernels.front());
@@ -217,6 +220,32 @@ class KernelNames {
  private:
   static constexpr std::size_t kUnlisted = static_cast<std::size_t>(-1);
   static constexpr unsigned kScansBeforeSpellingAll = 32;
+
+  // The kernels whose mangled name spells `identifier` as a source name ("3add"), demangled.
+  struct Scan {
+    std::vector<std::size_t> kernels;
+    std::vector<Spelling> spelled;
+  };
+  // nullopt where that cannot answer: no identifier, every name already spelled, or past the
+  // budget of scans (each reads every name; spelling all once is cheaper from then on).
+  std::optional<Scan> scan_for(std::string_view identifier) const {
+    if (identifier.empty() || spelled_all_.load(std::memory_order_acquire)) return std::nullopt;
+    {
+      std::lock_guard lock(scan_mutex_);
+      if (++scans_ > kScansBeforeSpellingAll) return std::nullopt;
+    }
+    const std::string needle = std::to_string(identifier.size()) + std::string(identifier);
+    Scan scan;
+    for (std::size_t index = 0; index < mangled_.size(); ++index) {
+      if (mangled_[index].find(needle) == std::string_view::npos && mangled_[index] != identifier) continue;
+      scan.kernels.push_back(index);
+      Spelling spelling;
+      spelling.demangled = demangle(mangled_[index]);
+      spelling.readable = short_name(spelling.demangled);
+      scan.spelled.push_back(std::move(spelling));
+    }
+    return scan;
+  }
 
   ReadableMatch match_spelled(std::string_view name) const {
     const Spellings& all = spellings();
@@ -277,6 +306,7 @@ class KernelNames {
   std::vector<std::size_t> image_of_;
   mutable std::once_flag spelled_;
   mutable Spellings spellings_;
+  mutable std::atomic<bool> spelled_all_{false};  // spellings_ is made
   mutable std::mutex scan_mutex_;
   mutable unsigned scans_ = 0;
   mutable std::unordered_map<std::string, std::size_t, StringHash, std::equal_to<>> found_by_scan_;
@@ -709,9 +739,17 @@ void Module::State::load_cached_whole_image(int device, std::size_t image, Arch 
 
 Result<WholeImageRecord> Module::State::cache_whole_image(int device, std::size_t image, Arch target) {
   const Clock::time_point start = Clock::now();
+  const ImageInfo& info = bundle.images()[image];
+  // Found in the cache (a second kiln prewarm), the image need not be decompressed and parsed;
+  // the key needs only the bundle's table. (compile_whole_images calls this only with a cache.)
+  Result<Hash128> key = cache_key(image, "", target);
+  if (!key) return key.error();
+  if (runtime->cache->get(*key)) {
+    return WholeImageRecord{info.target.name(), info.kernels.size(), device, target.sm_name(), Path::CacheHit,
+                            milliseconds_since(start)};
+  }
   const Result<ImageData>& loaded = data(image);
   if (!loaded) return loaded.error();
-  const ImageInfo& info = bundle.images()[image];
   const std::string label = bundle.name() + " " + info.target.name() + " (whole)";
   Result<std::pair<Bytes, Path>> compiled = jit(image, as_bytes(loaded->ptx->text()), "", target, device, label);
   if (!compiled) return compiled.error();

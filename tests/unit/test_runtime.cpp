@@ -595,6 +595,15 @@ TEST_F(RuntimeTest, ReadableLookupsAgreeWithSpellingEveryName) {
   EXPECT_EQ(by_scan[7], kernels[6]);
   EXPECT_NE(by_scan[9].find("no kernel named ops::add<half>"), std::string::npos) << by_scan[9];
 
+  // A record names its kernel as kernel_names() does, overloads by their signature, without
+  // spelling every name first.
+  Module recorded = load(runtime, {cubin_image("sm_90", kernels)});
+  std::vector<std::string> record_names;
+  for (const std::string& mangled : kernels) record_names.push_back(kernel_or_fail(recorded, mangled).record().kernel);
+  EXPECT_EQ(record_names, spelled.kernel_names());
+  EXPECT_EQ(record_names[5], "add(float*, float*, int)");
+  EXPECT_EQ(record_names[0], "ops::add<float>");
+
   // Past the scans' budget the same queries, asked again and again, keep their answers.
   Module asked_often = load(runtime, {cubin_image("sm_90", kernels)});
   for (int round = 0; round < 8; ++round) EXPECT_EQ(answers(asked_often), by_scan) << "round " << round;
