@@ -165,22 +165,45 @@ std::optional<std::vector<std::size_t>> parameter_sizes_from_attributes(ByteView
 }
 
 // Calls visit(kernel, attributes) for each `.nv.info.<kernel>` section of a cubin, until it
-// returns false; nothing for bytes that are not a cubin with named sections.
+// returns false; nothing for bytes that are not a cubin with named sections. It walks the section
+// headers in place rather than through read_sections(): a start reads one kernel's table of a
+// cubin with hundreds of sections, and prepare_all every kernel's in turn, so a copy of the whole
+// table per call cost more than the table read itself. Each section it touches is bounds-checked.
 template <class Visit>
 void visit_kernel_attributes(ByteView bytes, const Visit& visit) {
   if (!check_elf_header(bytes)) return;
-  Result<Sections> read = read_sections(bytes);
-  if (!read || read->names_index >= read->table.size()) return;
-  const Section& names_section = read->table[read->names_index];
-  if (names_section.type != kSectionStringTable) return;
-  const std::string_view names = as_text(section_bytes(bytes, names_section));
+  const std::uint64_t table = *load<std::uint64_t>(bytes, 40);
+  const std::uint16_t header_size = *load<std::uint16_t>(bytes, 58);
+  const std::uint16_t count = *load<std::uint16_t>(bytes, 60);
+  const std::uint16_t names_index = *load<std::uint16_t>(bytes, 62);
+  if (header_size != kSectionHeaderSize || names_index >= count ||
+      !in_bounds(table, std::uint64_t{count} * kSectionHeaderSize, bytes.size())) {
+    return;
+  }
+  // The bytes of section `index`, if it has some inside the file.
+  auto contents = [&](std::size_t index) -> std::optional<ByteView> {
+    const std::uint64_t at = table + index * kSectionHeaderSize;
+    const std::uint64_t offset = *load<std::uint64_t>(bytes, at + 24);
+    const std::uint64_t size = *load<std::uint64_t>(bytes, at + 32);
+    if (!in_bounds(offset, size, bytes.size())) return std::nullopt;
+    return bytes.subspan(offset, size);
+  };
+  auto type_of = [&](std::size_t index) { return *load<std::uint32_t>(bytes, table + index * kSectionHeaderSize + 4); };
+  if (type_of(names_index) != kSectionStringTable) return;
+  const std::optional<ByteView> names_bytes = contents(names_index);
+  if (!names_bytes) return;
+  const std::string_view names = as_text(*names_bytes);
   constexpr std::string_view kPrefix = ".nv.info.";
-  for (const Section& section : read->table) {
-    if (section.type != kSectionCudaInfo || section.name >= names.size()) continue;
-    const std::string_view rest = names.substr(section.name);
+  for (std::size_t index = 0; index < count; ++index) {
+    if (type_of(index) != kSectionCudaInfo) continue;
+    const std::uint32_t name_offset = *load<std::uint32_t>(bytes, table + index * kSectionHeaderSize);
+    if (name_offset >= names.size()) continue;
+    const std::string_view rest = names.substr(name_offset);
     const std::string_view name = rest.substr(0, rest.find('\0'));
     if (name.size() <= kPrefix.size() || name.substr(0, kPrefix.size()) != kPrefix) continue;
-    if (!visit(name.substr(kPrefix.size()), section_bytes(bytes, section))) return;
+    const std::optional<ByteView> attributes = contents(index);
+    if (!attributes) return;  // a damaged file: the driver is asked instead
+    if (!visit(name.substr(kPrefix.size()), *attributes)) return;
   }
 }
 
