@@ -210,6 +210,9 @@ class KernelNames {
     std::optional<Scan> scan = scan_for(function_identifier(name));
     if (!scan) return match_spelled(name);
     ReadableMatch found = match_scanned(name, scan->spelled, scan->kernels);
+    // Not found among them: the answer (usually "no such kernel") comes from every name, so that
+    // a name the identifier rule misreads is never reported missing.
+    if (found.kernels.empty()) return match_spelled(name);
     if (found.kernels.size() == 1) {
       std::lock_guard lock(scan_mutex_);
       found_by_scan_.emplace(std::string(name), found.kernels.front());
