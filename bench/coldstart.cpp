@@ -174,7 +174,7 @@ struct DriverImage {
 
 DriverImage extract_for_driver(const kiln::Bundle& bundle, std::size_t index) {
   DriverImage image{unwrap(bundle.extract(index), "extracting image " + std::to_string(index)),
-                    bundle.images()[index].kernel_names()};
+                    bundle.images()[index].mangled_kernels()};
   if (bundle.images()[index].target.kind == kiln::ImageKind::Ptx && (image.bytes.empty() || image.bytes.back() != 0)) {
     image.bytes.push_back(0);
   }

@@ -106,7 +106,7 @@ int main(int argc, char** argv) try {
       for (std::string_view kernel : bundle.images()[index].kernels) {
         if (kernel == kAddFloat.mangled) first = cubins.size();
       }
-      cubins.push_back({unwrap(bundle.extract(index), "extracting a cubin"), bundle.images()[index].kernel_names()});
+      cubins.push_back({unwrap(bundle.extract(index), "extracting a cubin"), bundle.images()[index].mangled_kernels()});
     }
     if (cubins.empty()) throw std::runtime_error("the bundle has no cubin for this GPU's own architecture");
   }

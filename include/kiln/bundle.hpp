@@ -67,8 +67,8 @@ struct ImageInfo {
   // lives (and the bytes it was opened from). Views, so that opening a bundle of many kernels
   // and architectures copies no name (identical lists share one run of the table).
   std::span<const std::string_view> kernels;
-  // A copy of `kernels`: for an Image to write, or a caller that outlives the Bundle.
-  [[nodiscard]] std::vector<std::string> kernel_names() const { return {kernels.begin(), kernels.end()}; }
+  // A copy of `kernels` (mangled names): for an Image to write, or a caller that outlives the Bundle.
+  [[nodiscard]] std::vector<std::string> mangled_kernels() const { return {kernels.begin(), kernels.end()}; }
   std::optional<std::size_t> duplicate_of;  // the earlier identical image whose bytes this one shares
   std::optional<std::size_t> dictionary;    // the earlier image whose raw bytes prime this one's zstd frame
 };

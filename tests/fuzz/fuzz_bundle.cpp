@@ -67,7 +67,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     }
     require(raw->size() == info.raw_size, "an extracted image has its declared size");
     require(kiln::checksum64(*raw) == info.content_hash, "an extracted image has its declared hash");
-    images.push_back(kiln::Image{info.target, info.kernel_names(), std::move(*raw)});
+    images.push_back(kiln::Image{info.target, info.mangled_kernels(), std::move(*raw)});
   }
   require(!bundle->extract(bundle->images().size()).ok(), "an index past the end is an error");
   if (!all_extracted) return 0;
@@ -82,7 +82,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     auto raw = reread->extract(i);
     require(raw.ok() && *raw == images[i].bytes, "a rewritten bundle extracts the same bytes");
     require(reread->images()[i].target == images[i].target, "a rewritten bundle keeps targets");
-    require(reread->images()[i].kernel_names() == images[i].kernels, "a rewritten bundle keeps kernel names");
+    require(reread->images()[i].mangled_kernels() == images[i].kernels, "a rewritten bundle keeps kernel names");
   }
   return 0;
 }

@@ -531,7 +531,7 @@ TEST_F(GpuRuntime, CubinParameterTablesMatchTheDriver) {
       const elf::ParameterSizes tables = elf::parameter_sizes(cubin);
       CUmodule module = nullptr;
       kiln_gpu_test::check(cuda.module_load_data(&module, cubin.data()), "cuModuleLoadData");
-      for (const std::string& kernel : image.kernel_names()) {
+      for (const std::string& kernel : image.mangled_kernels()) {
         CUfunction function = nullptr;
         kiln_gpu_test::check(cuda.module_get_function(&function, module, kernel.c_str()), "cuModuleGetFunction");
         std::vector<std::size_t> from_driver;

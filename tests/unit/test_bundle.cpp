@@ -72,7 +72,7 @@ void expect_same_images(const Bundle& bundle, const std::vector<Image>& images) 
   for (std::size_t i = 0; i < images.size(); ++i) {
     const ImageInfo& info = bundle.images()[i];
     EXPECT_EQ(info.target, images[i].target) << "image " << i;
-    EXPECT_EQ(info.kernel_names(), images[i].kernels) << "image " << i;
+    EXPECT_EQ(info.mangled_kernels(), images[i].kernels) << "image " << i;
     EXPECT_EQ(info.raw_size, images[i].bytes.size()) << "image " << i;
     EXPECT_EQ(info.content_hash, checksum64(images[i].bytes)) << "image " << i;
     auto bytes = bundle.extract(i);

@@ -77,7 +77,7 @@ void expect_golden_content(const Bundle& bundle) {
   ASSERT_EQ(bundle.images().size(), images.size());
   for (std::size_t i = 0; i < images.size(); ++i) {
     EXPECT_EQ(bundle.images()[i].target, images[i].target) << "image " << i;
-    EXPECT_EQ(bundle.images()[i].kernel_names(), images[i].kernels) << "image " << i;
+    EXPECT_EQ(bundle.images()[i].mangled_kernels(), images[i].kernels) << "image " << i;
     auto bytes = bundle.extract(i);
     ASSERT_TRUE(bytes.ok()) << bytes.error().describe();
     EXPECT_EQ(*bytes, images[i].bytes) << "image " << i;

@@ -136,7 +136,7 @@ TEST_F(RuntimePipeline, SourceIsCompiledWithNvrtcThenCached) {
     if (info.target.kind != ImageKind::Source) continue;
     Result<Bytes> bytes = opened->extract(index);
     ASSERT_TRUE(bytes.ok()) << bytes.error().describe();
-    sources.push_back(Image{info.target, info.kernel_names(), std::move(*bytes)});
+    sources.push_back(Image{info.target, info.mangled_kernels(), std::move(*bytes)});
   }
   Result<Bytes> source_bundle = write_bundle(sources, BundleMetadata{});
   ASSERT_TRUE(source_bundle.ok()) << source_bundle.error().describe();

@@ -124,7 +124,7 @@ Result<void> run_inspect(const std::filesystem::path& file, bool json, bool list
                                {"raw_size", image.raw_size},
                                {"stored_size", image.stored_size},
                                {"codec", codec_name(image.codec)},
-                               {"kernels", image.kernel_names()},
+                               {"kernels", image.mangled_kernels()},
                                {"readable_kernels", readable}});
     }
     out["totals"] = {{"images", bundle->images().size()}, {"raw_size", raw_total}, {"stored_size", stored_total}};
