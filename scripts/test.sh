@@ -21,5 +21,5 @@ ASAN_OPTIONS=detect_leaks=1 ctest --test-dir build-asan --output-on-failure -j "
 echo "== fuzzers (libFuzzer, ${KILN_FUZZ_SECONDS:-60} s each)"
 CC=clang CXX=clang++ cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DKILN_BUILD_FUZZERS=ON \
   -DKILN_BUILD_EXAMPLES=OFF -DKILN_FUZZ_SECONDS="${KILN_FUZZ_SECONDS:-60}"
-cmake --build build-fuzz -j "$jobs" --target fuzz_bundle fuzz_device_list fuzz_cache_entry
+cmake --build build-fuzz -j "$jobs" --target kiln_fuzzers
 ctest --test-dir build-fuzz --output-on-failure -L fuzz

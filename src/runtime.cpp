@@ -11,6 +11,7 @@
 #include <functional>
 #include <mutex>
 #include <optional>
+#include <shared_mutex>
 #include <span>
 #include <thread>
 #include <unordered_map>
@@ -204,7 +205,7 @@ class KernelNames {
   // no other can match; once this has scanned many names, spelling all of them is cheaper.
   [[nodiscard]] ReadableMatch find_readable(std::string_view name) const {
     {
-      std::lock_guard lock(scan_mutex_);
+      std::shared_lock lock(scan_mutex_);  // shared: an application may look a kernel up at every launch
       if (auto known = found_by_scan_.find(name); known != found_by_scan_.end()) return {{known->second}, {}};
     }
     std::optional<Scan> scan = scan_for(function_identifier(name));
@@ -214,7 +215,7 @@ class KernelNames {
     // a name the identifier rule misreads is never reported missing.
     if (found.kernels.empty()) return match_spelled(name);
     if (found.kernels.size() == 1) {
-      std::lock_guard lock(scan_mutex_);
+      std::unique_lock lock(scan_mutex_);
       found_by_scan_.emplace(std::string(name), found.kernels.front());
     }
     return found;
@@ -233,10 +234,7 @@ class KernelNames {
   // budget of scans (each reads every name; spelling all once is cheaper from then on).
   std::optional<Scan> scan_for(std::string_view identifier) const {
     if (identifier.empty() || spelled_all_.load(std::memory_order_acquire)) return std::nullopt;
-    {
-      std::lock_guard lock(scan_mutex_);
-      if (++scans_ > kScansBeforeSpellingAll) return std::nullopt;
-    }
+    if (scans_.fetch_add(1, std::memory_order_relaxed) >= kScansBeforeSpellingAll) return std::nullopt;
     const std::string needle = std::to_string(identifier.size()) + std::string(identifier);
     Scan scan;
     for (std::size_t index = 0; index < mangled_.size(); ++index) {
@@ -310,8 +308,8 @@ class KernelNames {
   mutable std::once_flag spelled_;
   mutable Spellings spellings_;
   mutable std::atomic<bool> spelled_all_{false};  // spellings_ is made
-  mutable std::mutex scan_mutex_;
-  mutable unsigned scans_ = 0;
+  mutable std::shared_mutex scan_mutex_;  // guards found_by_scan_
+  mutable std::atomic<unsigned> scans_{0};
   mutable std::unordered_map<std::string, std::size_t, StringHash, std::equal_to<>> found_by_scan_;
 };
 
