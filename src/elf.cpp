@@ -72,6 +72,41 @@ Error malformed(std::string what) {
                     "the image is damaged or not a CUDA binary; rebuild it");
 }
 
+// Where the section headers lie, checked to be inside the file, so that any of them decodes.
+struct SectionHeaders {
+  std::uint64_t offset = 0;       // e_shoff
+  std::uint16_t count = 0;        // e_shnum
+  std::uint16_t names_index = 0;  // e_shstrndx: the section whose strings name the sections
+
+  // Section `index` (below count) as its header says; its bytes are not checked here.
+  Section at(ByteView bytes, std::size_t index) const {
+    const std::uint64_t header = offset + index * kSectionHeaderSize;
+    Section section;
+    section.name = *load<std::uint32_t>(bytes, header);
+    section.type = *load<std::uint32_t>(bytes, header + 4);
+    section.offset = *load<std::uint64_t>(bytes, header + 24);
+    section.size = *load<std::uint64_t>(bytes, header + 32);
+    section.link = *load<std::uint32_t>(bytes, header + 40);
+    section.entry_size = *load<std::uint64_t>(bytes, header + 56);
+    return section;
+  }
+};
+
+// Needs a full ELF header (check_elf_header).
+Result<SectionHeaders> section_headers(ByteView bytes) {
+  SectionHeaders headers;
+  headers.offset = *load<std::uint64_t>(bytes, 40);
+  const std::uint16_t header_size = *load<std::uint16_t>(bytes, 58);
+  headers.count = *load<std::uint16_t>(bytes, 60);
+  headers.names_index = *load<std::uint16_t>(bytes, 62);
+  if (headers.count == 0) return malformed("no section table");
+  if (header_size != kSectionHeaderSize) return malformed("e_shentsize is not 64");
+  if (!in_bounds(headers.offset, std::uint64_t{headers.count} * kSectionHeaderSize, bytes.size())) {
+    return malformed("section table lies outside the file");
+  }
+  return headers;
+}
+
 // The header checks every reader of a cubin makes, and its section table.
 struct Sections {
   std::vector<Section> table;
@@ -79,26 +114,13 @@ struct Sections {
 };
 
 Result<Sections> read_sections(ByteView bytes) {
-  const std::uint64_t section_table = *load<std::uint64_t>(bytes, 40);
-  const std::uint16_t section_header_size = *load<std::uint16_t>(bytes, 58);
-  const std::uint16_t section_count = *load<std::uint16_t>(bytes, 60);
-  if (section_count == 0) return malformed("no section table");
-  if (section_header_size != kSectionHeaderSize) return malformed("e_shentsize is not 64");
-  if (!in_bounds(section_table, std::uint64_t{section_count} * kSectionHeaderSize, bytes.size())) {
-    return malformed("section table lies outside the file");
-  }
+  Result<SectionHeaders> headers = section_headers(bytes);
+  if (!headers) return headers.error();
   Sections sections;
-  sections.names_index = *load<std::uint16_t>(bytes, 62);
-  sections.table.resize(section_count);
-  for (std::size_t index = 0; index < section_count; ++index) {
-    const std::uint64_t at = section_table + index * kSectionHeaderSize;
-    Section& section = sections.table[index];
-    section.name = *load<std::uint32_t>(bytes, at);
-    section.type = *load<std::uint32_t>(bytes, at + 4);
-    section.offset = *load<std::uint64_t>(bytes, at + 24);
-    section.size = *load<std::uint64_t>(bytes, at + 32);
-    section.link = *load<std::uint32_t>(bytes, at + 40);
-    section.entry_size = *load<std::uint64_t>(bytes, at + 56);
+  sections.names_index = headers->names_index;
+  sections.table.reserve(headers->count);
+  for (std::size_t index = 0; index < headers->count; ++index) {
+    const Section& section = sections.table.emplace_back(headers->at(bytes, index));
     // Every section with bytes, the null one (index 0, all zero in a cubin) too: a damaged
     // header may name any index as a string or symbol table.
     if (section.type != kSectionNoBits && !in_bounds(section.offset, section.size, bytes.size())) {
@@ -118,7 +140,7 @@ Result<void> check_elf_header(ByteView bytes) {
   return {};
 }
 
-// Bounds checked by read_sections().
+// A section whose bounds the caller has checked (read_sections() checks every one).
 ByteView section_bytes(ByteView bytes, const Section& section) { return bytes.subspan(section.offset, section.size); }
 
 // One kernel's `.nv.info.<kernel>` attributes -> its parameter sizes; nullopt when they are not
@@ -172,38 +194,22 @@ std::optional<std::vector<std::size_t>> parameter_sizes_from_attributes(ByteView
 template <class Visit>
 void visit_kernel_attributes(ByteView bytes, const Visit& visit) {
   if (!check_elf_header(bytes)) return;
-  const std::uint64_t table = *load<std::uint64_t>(bytes, 40);
-  const std::uint16_t header_size = *load<std::uint16_t>(bytes, 58);
-  const std::uint16_t count = *load<std::uint16_t>(bytes, 60);
-  const std::uint16_t names_index = *load<std::uint16_t>(bytes, 62);
-  if (header_size != kSectionHeaderSize || names_index >= count ||
-      !in_bounds(table, std::uint64_t{count} * kSectionHeaderSize, bytes.size())) {
+  const Result<SectionHeaders> headers = section_headers(bytes);
+  if (!headers || headers->names_index >= headers->count) return;
+  const Section names_section = headers->at(bytes, headers->names_index);
+  if (names_section.type != kSectionStringTable || !in_bounds(names_section.offset, names_section.size, bytes.size())) {
     return;
   }
-  // The bytes of section `index`, if it has some inside the file.
-  auto contents = [&](std::size_t index) -> std::optional<ByteView> {
-    const std::uint64_t at = table + index * kSectionHeaderSize;
-    const std::uint64_t offset = *load<std::uint64_t>(bytes, at + 24);
-    const std::uint64_t size = *load<std::uint64_t>(bytes, at + 32);
-    if (!in_bounds(offset, size, bytes.size())) return std::nullopt;
-    return bytes.subspan(offset, size);
-  };
-  auto type_of = [&](std::size_t index) { return *load<std::uint32_t>(bytes, table + index * kSectionHeaderSize + 4); };
-  if (type_of(names_index) != kSectionStringTable) return;
-  const std::optional<ByteView> names_bytes = contents(names_index);
-  if (!names_bytes) return;
-  const std::string_view names = as_text(*names_bytes);
+  const std::string_view names = as_text(section_bytes(bytes, names_section));
   constexpr std::string_view kPrefix = ".nv.info.";
-  for (std::size_t index = 0; index < count; ++index) {
-    if (type_of(index) != kSectionCudaInfo) continue;
-    const std::uint32_t name_offset = *load<std::uint32_t>(bytes, table + index * kSectionHeaderSize);
-    if (name_offset >= names.size()) continue;
-    const std::string_view rest = names.substr(name_offset);
+  for (std::size_t index = 0; index < headers->count; ++index) {
+    const Section section = headers->at(bytes, index);
+    if (section.type != kSectionCudaInfo || section.name >= names.size()) continue;
+    const std::string_view rest = names.substr(section.name);
     const std::string_view name = rest.substr(0, rest.find('\0'));
     if (name.size() <= kPrefix.size() || name.substr(0, kPrefix.size()) != kPrefix) continue;
-    const std::optional<ByteView> attributes = contents(index);
-    if (!attributes) return;  // a damaged file: the driver is asked instead
-    if (!visit(name.substr(kPrefix.size()), *attributes)) return;
+    if (!in_bounds(section.offset, section.size, bytes.size())) return;  // a damaged file: the driver is asked instead
+    if (!visit(name.substr(kPrefix.size()), section_bytes(bytes, section))) return;
   }
 }
 

@@ -87,6 +87,13 @@ class KernelNames {
   struct Spelling {
     std::string demangled;  // "void add<float>(float const*, int)"; the mangled name for extern "C"
     std::string readable;   // "add<float>", or the demangled name where two kernels share that
+
+    // Demangled, and readable as the short name (before overloads are told apart).
+    static Spelling of(std::string_view mangled) {
+      Spelling spelling{demangle(mangled), {}};
+      spelling.readable = short_name(spelling.demangled);
+      return spelling;
+    }
   };
   struct Spellings {
     std::vector<Spelling> by_index;
@@ -190,14 +197,13 @@ class KernelNames {
   // the whole bundle.
   [[nodiscard]] std::string readable(std::size_t index) const {
     if (spelled_all_.load(std::memory_order_acquire)) return spellings_.by_index[index].readable;
-    std::string demangled = demangle(mangled_[index]);
-    std::string own = short_name(demangled);
-    std::optional<Scan> scan = scan_for(function_identifier(own));
+    Spelling own = Spelling::of(mangled_[index]);
+    std::optional<Scan> scan = scan_for(function_identifier(own.readable));
     if (!scan) return spellings().by_index[index].readable;
     for (std::size_t i = 0; i < scan->kernels.size(); ++i) {
-      if (scan->kernels[i] != index && scan->spelled[i].readable == own) return demangled;  // an overload
+      if (scan->kernels[i] != index && scan->spelled[i].readable == own.readable) return own.demangled;  // an overload
     }
-    return own;
+    return own.readable;
   }
 
   // A kernel by its demangled name, or by its readable one, as spellings() would resolve it. Only
@@ -240,10 +246,7 @@ class KernelNames {
     for (std::size_t index = 0; index < mangled_.size(); ++index) {
       if (mangled_[index].find(needle) == std::string_view::npos && mangled_[index] != identifier) continue;
       scan.kernels.push_back(index);
-      Spelling spelling;
-      spelling.demangled = demangle(mangled_[index]);
-      spelling.readable = short_name(spelling.demangled);
-      scan.spelled.push_back(std::move(spelling));
+      scan.spelled.push_back(Spelling::of(mangled_[index]));
     }
     return scan;
   }
@@ -284,9 +287,7 @@ class KernelNames {
     result.by_index.reserve(mangled_.size());
     std::unordered_map<std::string, int> uses;
     for (std::string_view mangled : mangled_) {
-      Spelling spelling;
-      spelling.demangled = demangle(mangled);
-      spelling.readable = short_name(spelling.demangled);
+      Spelling spelling = Spelling::of(mangled);
       ++uses[spelling.readable];
       result.by_index.push_back(std::move(spelling));
     }
