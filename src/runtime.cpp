@@ -16,6 +16,7 @@
 #include <thread>
 #include <unordered_map>
 
+#include "background_work.hpp"
 #include "elf.hpp"
 #include "jit_single_flight.hpp"
 #include "kiln/compiler.hpp"
@@ -458,6 +459,8 @@ struct Module::State {
     std::unordered_map<std::size_t, std::unique_ptr<SingleFlight<LoadedImage>>> images;  // by image index
     std::unordered_map<std::size_t, std::unique_ptr<SingleFlight<Kernel>>> kernels;      // by kernel index
     std::unordered_map<std::size_t, std::unique_ptr<SingleFlight<std::pair<std::size_t, Selection>>>> selections;
+    // Whole-image compiles into the cache (compile_whole_images, or prepare_all in the background), by image index.
+    std::unordered_map<std::size_t, std::unique_ptr<SingleFlight<WholeImageRecord>>> whole_compiles;
   };
 
   State(std::shared_ptr<Runtime::State> runtime_in, Bundle bundle_in)
@@ -467,6 +470,10 @@ struct Module::State {
         image_data(std::make_unique<SingleFlight<ImageData>[]>(bundle.images().size())),
         devices(runtime->driver->gpu_count()),
         modules(std::make_shared<LoadedModules>(runtime->driver)) {}
+  // Background compiles use this state (and the bundle's bytes) until they finish.
+  ~State() { background::wait(this); }
+  State(const State&) = delete;
+  State& operator=(const State&) = delete;
 
   [[nodiscard]] Result<int> resolve_device(int device) const;
   [[nodiscard]] Result<std::size_t> resolve_kernel(std::string_view name) const;
@@ -480,14 +487,19 @@ struct Module::State {
   // Loads `image` as one module on `device` if the persistent cache holds it compiled whole
   // (kiln prewarm put it there); its kernels then take that module rather than one each.
   void load_cached_whole_image(int device, std::size_t image, Arch target);
-  // Compiles `image` whole into the persistent cache for `target` without loading it.
-  Result<WholeImageRecord> cache_whole_image(int device, std::size_t image, Arch target);
+  // Compiles `image` whole into the persistent cache for `target` without loading it, once per
+  // device however many threads ask (prepare_all's background work and compile_whole_images).
+  const Result<WholeImageRecord>& cache_whole_image(int device, std::size_t image, Arch target);
+  // Starts cache_whole_image on a background thread for each image that `device` compiled
+  // kernels from one by one and that is not loaded whole.
+  void compile_whole_images_in_background(int device);
   // The module of `image` compiled whole, if one is loaded on `device` (from the cache, or
   // because the image is compiled whole anyway).
   const LoadedImage* cached_whole_image(int device, std::size_t image);
 
  private:
   Result<Kernel> make_kernel(std::size_t index, int device);
+  Result<WholeImageRecord> compile_whole_image(int device, std::size_t image, Arch target);
   const Result<ImageData>& data(std::size_t image);
   const Result<LoadedImage>& whole_image(int device, std::size_t image, Path aot_path);
   // The persistent cache's key for `kernel` ("" = the whole image) of `image` compiled for
@@ -739,7 +751,34 @@ void Module::State::load_cached_whole_image(int device, std::size_t image, Arch 
       [&] { return load_cubin(*runtime->driver, *modules, device, *cubin, Path::CacheHit); });
 }
 
-Result<WholeImageRecord> Module::State::cache_whole_image(int device, std::size_t image, Arch target) {
+const Result<WholeImageRecord>& Module::State::cache_whole_image(int device, std::size_t image, Arch target) {
+  Device& state = devices[static_cast<std::size_t>(device)];
+  return state.slot(state.whole_compiles, image).get([&] { return compile_whole_image(device, image, target); });
+}
+
+void Module::State::compile_whole_images_in_background(int device) {
+  if (!runtime->options.background_compile || !runtime->cache) return;
+  for (const auto& [image, target] : jit_ptx_images(device)) {
+    if (cached_whole_image(device, image) != nullptr) continue;  // loaded whole: prewarmed, or not splittable
+    Device& state = devices[static_cast<std::size_t>(device)];
+    if (state.slot(state.whole_compiles, image).peek() != nullptr) continue;
+    background::start(this, [this, device, image = image, target = target] {
+      const Result<WholeImageRecord>& done = cache_whole_image(device, image, target);
+      const std::string what = bundle.images()[image].target.name() + " for " + target.sm_name();
+      if (!done) {
+        runtime->logger.write(LogLevel::Warn, "compiling " + what + " whole in the background failed (the next start " +
+                                                  "loads a module per kernel instead): " + done.error().describe());
+      } else if (done->path == Path::JitPtx && runtime->logger.enabled(LogLevel::Info)) {
+        char milliseconds[32];
+        std::snprintf(milliseconds, sizeof milliseconds, "%.1f ms", done->milliseconds);
+        runtime->logger.write(LogLevel::Info, bundle.name() + " " + what + ": compiled whole in the background, " +
+                                                  milliseconds + "; the next start loads it as one module");
+      }
+    });
+  }
+}
+
+Result<WholeImageRecord> Module::State::compile_whole_image(int device, std::size_t image, Arch target) {
   const Clock::time_point start = Clock::now();
   const ImageInfo& info = bundle.images()[image];
   // Found in the cache (a second kiln prewarm), the image need not be decompressed and parsed;
@@ -905,7 +944,10 @@ Result<void> Module::prepare_all(int device) const {
     if (!error) continue;
     if (failures++ == 0) first = std::move(error);
   }
-  if (!first) return {};
+  if (!first) {
+    state_->compile_whole_images_in_background(*ordinal);
+    return {};
+  }
   if (failures > 1) first->message += " (and " + std::to_string(failures - 1) + " more kernels failed)";
   return std::move(*first);
 }
@@ -926,6 +968,8 @@ Result<std::vector<WholeImageRecord>> Module::compile_whole_images(int device) c
   }
   return records;
 }
+
+void Module::wait_for_background_compiles() const { background::wait(state_.get()); }
 
 std::vector<std::string> Module::kernel_names() const {
   std::vector<std::string> readable;

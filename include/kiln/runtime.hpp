@@ -34,6 +34,10 @@ struct RuntimeOptions {
   CachePolicy cache_policy;                                           // KILN_CACHE_MAX_SIZE
   LogLevel log_level = LogLevel::Warn;                                // KILN_LOG
   unsigned jit_threads = 0;                                           // 0: one per hardware thread
+  // After prepare_all has compiled kernels one by one from PTX, compile each such image whole into
+  // the persistent cache on background threads, so that the next process's prepare_all loads one
+  // module per image rather than one per kernel. KILN_BACKGROUND_COMPILE=0 turns it off.
+  bool background_compile = true;
   LogSink log_sink;  // empty: "kiln: ..." lines on stderr
 
   // Reads the KILN_* variables above; a value it cannot read is warned about on stderr and
@@ -92,12 +96,18 @@ class Module {
   [[nodiscard]] Result<Kernel> kernel(std::string_view name, int device = -1) const;
   // Every kernel ready on `device`, compiled in parallel: what `kiln prewarm` does. An image that
   // compile_whole_images() put in the persistent cache loads as one module for all its kernels.
+  // Where it compiled kernels from PTX, it then starts compile_whole_images() for their images on
+  // background threads (RuntimeOptions::background_compile); the Module's destructor, and the
+  // process at exit, wait for them.
   Result<void> prepare_all(int device = -1) const;
   // Compiles each PTX image that `device` JITs kernels from, whole and in parallel, into the
   // persistent cache without loading it, so that a later prepare_all() loads one module per image
   // rather than one per kernel (kiln prewarm's second step; a lazy kernel() still prefers its
   // own small cubin). Nothing to do without a persistent cache. Returns what each image took.
+  // An image that prepare_all is already compiling in the background is waited for, not compiled again.
   Result<std::vector<WholeImageRecord>> compile_whole_images(int device = -1) const;
+  // Returns once the whole-image compiles that prepare_all started in the background are done.
+  void wait_for_background_compiles() const;
   // Every kernel name the bundle lists (readable).
   [[nodiscard]] std::vector<std::string> kernel_names() const;
   [[nodiscard]] std::vector<KernelRecord> records() const;

@@ -210,6 +210,35 @@ void expect_paths(const std::vector<KernelRecord>& records, Path path) {
 
 // ---- Fixture ---------------------------------------------------------------------------------
 
+// Every kernel of each PTX image comes from that image's one module (compiled whole), not from
+// a module of its own.
+void expect_a_module_per_ptx_image(const Module& module, const std::vector<KernelRecord>& records) {
+  std::map<std::size_t, std::set<CUmodule>> modules_by_image;
+  for (const KernelRecord& record : records) {
+    Result<Kernel> kernel = module.kernel(record.mangled, 0);
+    ASSERT_TRUE(kernel.ok()) << kernel.error().describe();
+    CUmodule owner = nullptr;
+    kiln_gpu_test::check(
+        kiln_gpu_test::CudaApi::get()->function_module(&owner, static_cast<CUfunction>(kernel->native_handle())),
+        "cuFuncGetModule");
+    const std::vector<ImageInfo>& images = module.bundle().images();
+    for (std::size_t image = 0; image < images.size(); ++image) {
+      const std::span<const std::string_view> kernels = images[image].kernels;
+      if (images[image].target.kind == ImageKind::Ptx &&
+          std::find(kernels.begin(), kernels.end(), record.mangled) != kernels.end()) {
+        modules_by_image[image].insert(owner);
+      }
+    }
+  }
+  std::set<CUmodule> all;
+  for (const auto& [image, modules] : modules_by_image) {
+    EXPECT_EQ(modules.size(), 1u) << "the kernels of PTX image " << image << " share its whole module";
+    all.insert(modules.begin(), modules.end());
+  }
+  EXPECT_EQ(all.size(), modules_by_image.size()) << "each image its own module";
+  EXPECT_LT(all.size(), records.size()) << "fewer modules than kernels";
+}
+
 class GpuRuntime : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -243,6 +272,17 @@ class GpuRuntime : public ::testing::Test {
     Result<Module> module = runtime.load(bundle, "gpu-test.kiln");
     if (!module) throw std::runtime_error(module.error().describe());
     return std::move(*module);
+  }
+
+  // A start after the cache got `bundle`'s PTX images compiled whole: prepare_all takes every
+  // kernel from the cache, a module per image, and each computes right.
+  static void expect_whole_images_serve_prepare_all(const Bytes& bundle, const RuntimeOptions& options) {
+    Runtime runtime = make_runtime(options);
+    Module module = load(runtime, bundle);
+    ASSERT_TRUE(module.prepare_all(0).ok());
+    const std::vector<KernelRecord> records = run_every_kernel(runtime, module, 0);
+    expect_paths(records, Path::CacheHit);
+    expect_a_module_per_ptx_image(module, records);
   }
 
   GpuInfo gpu_;
@@ -460,36 +500,23 @@ TEST_F(GpuRuntime, PrewarmedWholeImagesServePrepareAll) {
     Result<PrewarmReport> report = prewarm(first, bundle, "gpu-test.kiln");
     ASSERT_TRUE(report.ok()) << report.error().describe();
   }
-  Runtime second = make_runtime(options());
-  Module module = load(second, bundle);
-  ASSERT_TRUE(module.prepare_all(0).ok());
-  const std::vector<KernelRecord> records = run_every_kernel(second, module, 0);
-  expect_paths(records, Path::CacheHit);
-  // One module per PTX image (one per source file), not one per kernel.
-  std::map<std::size_t, std::set<CUmodule>> modules_by_image;
-  for (const KernelRecord& record : records) {
-    Result<Kernel> kernel = module.kernel(record.mangled, 0);
-    ASSERT_TRUE(kernel.ok()) << kernel.error().describe();
-    CUmodule owner = nullptr;
-    kiln_gpu_test::check(
-        kiln_gpu_test::CudaApi::get()->function_module(&owner, static_cast<CUfunction>(kernel->native_handle())),
-        "cuFuncGetModule");
-    const std::vector<ImageInfo>& images = module.bundle().images();
-    for (std::size_t image = 0; image < images.size(); ++image) {
-      const std::span<const std::string_view> kernels = images[image].kernels;
-      if (images[image].target.kind == ImageKind::Ptx &&
-          std::find(kernels.begin(), kernels.end(), record.mangled) != kernels.end()) {
-        modules_by_image[image].insert(owner);
-      }
-    }
+  expect_whole_images_serve_prepare_all(bundle, options());
+}
+
+// A prepare_all that JIT-compiles kernels one by one compiles their images whole in the
+// background; once the Module is gone (its destructor waits for that), the next runtime's
+// prepare_all loads a module per image from the cache, and each kernel computes right.
+TEST_F(GpuRuntime, PrepareAllLeavesWholeImagesForTheNextStart) {
+  const Bytes& bundle = bundle_for(ptx_recipe(gpu_.cc));
+  RuntimeOptions background = options();
+  background.background_compile = true;
+  {
+    Runtime first = make_runtime(background);
+    Module module = load(first, bundle);
+    ASSERT_TRUE(module.prepare_all(0).ok());
+    for (const KernelRecord& record : module.records()) EXPECT_EQ(record.path, Path::JitPtx) << record.kernel;
   }
-  std::set<CUmodule> all;
-  for (const auto& [image, modules] : modules_by_image) {
-    EXPECT_EQ(modules.size(), 1u) << "the kernels of PTX image " << image << " share its whole module";
-    all.insert(modules.begin(), modules.end());
-  }
-  EXPECT_EQ(all.size(), modules_by_image.size()) << "each image its own module";
-  EXPECT_LT(all.size(), records.size()) << "fewer modules than kernels";
+  expect_whole_images_serve_prepare_all(bundle, background);
 }
 
 // The parameter sizes kiln reads from a cubin's .nv.info tables (so that a first launch need not

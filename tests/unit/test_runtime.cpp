@@ -148,8 +148,9 @@ class FakeJit final : public JitCompiler {
     const int running = ++active_;
     for (int seen = max_active.load(); running > seen && !max_active.compare_exchange_weak(seen, running);) {
     }
-    std::this_thread::sleep_for(delay);
+    std::this_thread::sleep_for(request.kernel.empty() ? whole_delay : delay);
     --active_;
+    if (fail_whole && request.kernel.empty()) return make_error(Component::Driver, "the whole image does not compile");
     std::lock_guard lock(mutex_);
     requests.push_back({request.kind, request.kernel, request.target.sm_name(), std::string(as_text(request.input))});
     if (request.kind == ImageKind::Source) {
@@ -173,8 +174,15 @@ class FakeJit final : public JitCompiler {
     std::lock_guard lock(mutex_);
     return requests.size();
   }
+  std::size_t whole_compiles() {
+    std::lock_guard lock(mutex_);
+    return static_cast<std::size_t>(
+        std::count_if(requests.begin(), requests.end(), [](const Request& request) { return request.kernel.empty(); }));
+  }
 
   std::chrono::milliseconds delay{0};
+  std::chrono::milliseconds whole_delay{0};  // a whole image's compile (JitRequest::kernel empty)
+  bool fail_whole = false;
   std::atomic<int> max_active{0};
   std::vector<Request> requests;
 
@@ -220,6 +228,7 @@ class RuntimeTest : public ::testing::Test {
     options_.cache_disabled = false;
     options_.force_jit = false;
     options_.disable_jit = false;
+    options_.background_compile = false;  // on in the tests of it: elsewhere it would add compiles at random times
     options_.log_level = LogLevel::Info;
     options_.log_sink = [this](LogLevel level, std::string_view message) {
       std::lock_guard lock(log_mutex_);
@@ -776,6 +785,154 @@ TEST_F(RuntimeTest, PrewarmedWholeImagesLoadAsOneModuleForPrepareAll) {
   EXPECT_EQ(kernel_or_fail(module, "add", 0).record().path, Path::CacheHit);
   EXPECT_EQ(jit_->compiles(), 0u);
   ASSERT_EQ(driver_->loads.size(), 1u) << "a lazy kernel loads its own cubin";
+}
+
+// After prepare_all has compiled a PTX image's kernels one by one, it compiles the image whole in
+// the background, so that the next process's prepare_all loads one module instead of one per kernel.
+TEST_F(RuntimeTest, PrepareAllCompilesJitImagesWholeInTheBackground) {
+  options_.background_compile = true;
+  const std::vector<Image> images = {ptx_image("compute_80")};
+  {
+    Runtime runtime = make_runtime({kBlackwell120});
+    Module module = load(runtime, images);
+    ASSERT_TRUE(module.prepare_all(0).ok());
+    module.wait_for_background_compiles();
+    EXPECT_EQ(jit_->whole_compiles(), 1u);
+    EXPECT_EQ(jit_->compiles(), kKernels.size() + 1);
+    EXPECT_EQ(driver_->loads.size(), kKernels.size()) << "the whole image is compiled, not loaded";
+    const std::vector<std::string> info = log_lines(LogLevel::Info);
+    EXPECT_TRUE(std::any_of(info.begin(), info.end(), [](const std::string& line) {
+      return line.find("compute_80 for sm_120: compiled whole in the background") != std::string::npos;
+    }));
+  }
+  Runtime runtime = make_runtime({kBlackwell120});
+  Module module = load(runtime, images);
+  ASSERT_TRUE(module.prepare_all(0).ok());
+  EXPECT_EQ(jit_->compiles(), 0u);
+  EXPECT_EQ(driver_->loads.size(), 1u) << "one module for every kernel of the image";
+  module.wait_for_background_compiles();
+  EXPECT_EQ(jit_->compiles(), 0u) << "loaded whole: nothing left to compile";
+}
+
+TEST_F(RuntimeTest, BackgroundCompilesCanBeTurnedOff) {
+  const std::vector<Image> images = {ptx_image("compute_80")};
+  {
+    Runtime runtime = make_runtime({kBlackwell120});
+    Module module = load(runtime, images);
+    ASSERT_TRUE(module.prepare_all(0).ok());
+    module.wait_for_background_compiles();
+    EXPECT_EQ(jit_->whole_compiles(), 0u);
+  }
+  Runtime runtime = make_runtime({kBlackwell120});
+  Module module = load(runtime, images);
+  ASSERT_TRUE(module.prepare_all(0).ok());
+  EXPECT_EQ(driver_->loads.size(), kKernels.size()) << "a module per kernel, from the cache";
+}
+
+// Nothing to compile whole: AOT cubins, a lazy kernel() rather than prepare_all, no persistent cache.
+TEST_F(RuntimeTest, BackgroundCompilesOnlyFollowAJitPrepareAll) {
+  options_.background_compile = true;
+  {
+    Runtime runtime = make_runtime({kHopper});
+    Module module = load(runtime, {cubin_image("sm_90"), ptx_image("compute_80")});
+    ASSERT_TRUE(module.prepare_all(0).ok());
+    module.wait_for_background_compiles();
+    EXPECT_EQ(jit_->compiles(), 0u);
+  }
+  {
+    Runtime runtime = make_runtime({kBlackwell120});
+    Module module = load(runtime, {ptx_image("compute_80")});
+    kernel_or_fail(module, "add", 0);
+    module.wait_for_background_compiles();
+    EXPECT_EQ(jit_->whole_compiles(), 0u);
+  }
+  options_.cache_disabled = true;
+  Runtime runtime = make_runtime({kBlackwell120});
+  Module module = load(runtime, {ptx_image("compute_80")});
+  ASSERT_TRUE(module.prepare_all(0).ok());
+  module.wait_for_background_compiles();
+  EXPECT_EQ(jit_->whole_compiles(), 0u) << "nowhere to keep it";
+}
+
+TEST_F(RuntimeTest, AModuleWaitsForItsBackgroundCompilesWhenDestroyed) {
+  options_.background_compile = true;
+  const std::vector<Image> images = {ptx_image("compute_80")};
+  auto slow = std::make_shared<FakeJit>();
+  slow->whole_delay = std::chrono::milliseconds(300);
+  {
+    Runtime runtime = make_runtime({kBlackwell120}, slow);
+    Module module = load(runtime, images);
+    ASSERT_TRUE(module.prepare_all(0).ok());
+    EXPECT_EQ(slow->whole_compiles(), 0u) << "prepare_all returned before the whole image was compiled";
+  }
+  EXPECT_EQ(slow->whole_compiles(), 1u) << "the Module's destructor waited for it";
+  Runtime runtime = make_runtime({kBlackwell120});
+  Module module = load(runtime, images);
+  ASSERT_TRUE(module.prepare_all(0).ok());
+  EXPECT_EQ(driver_->loads.size(), 1u);
+}
+
+// kiln prewarm runs prepare_all and then compile_whole_images: the image prepare_all is already
+// compiling in the background is waited for, compiled once, and reported as compiled.
+TEST_F(RuntimeTest, CompileWholeImagesJoinsTheBackgroundCompile) {
+  options_.background_compile = true;
+  auto slow = std::make_shared<FakeJit>();
+  slow->whole_delay = std::chrono::milliseconds(200);
+  Runtime runtime = make_runtime({kBlackwell120}, slow);
+  Module module = load(runtime, {ptx_image("compute_80")});
+  ASSERT_TRUE(module.prepare_all(0).ok());
+  Result<std::vector<WholeImageRecord>> whole = module.compile_whole_images(0);
+  ASSERT_TRUE(whole.ok()) << whole.error().describe();
+  ASSERT_EQ(whole->size(), 1u);
+  EXPECT_EQ(whole->front().path, Path::JitPtx);
+  module.wait_for_background_compiles();
+  EXPECT_EQ(slow->whole_compiles(), 1u);
+}
+
+TEST_F(RuntimeTest, AFailedBackgroundCompileWarnsAndLeavesTheKernelsAlone) {
+  options_.background_compile = true;
+  const std::vector<Image> images = {ptx_image("compute_80")};
+  auto failing = std::make_shared<FakeJit>();
+  failing->fail_whole = true;
+  {
+    Runtime runtime = make_runtime({kBlackwell120}, failing);
+    Module module = load(runtime, images);
+    ASSERT_TRUE(module.prepare_all(0).ok());
+    module.wait_for_background_compiles();
+    const std::vector<std::string> warnings = log_lines(LogLevel::Warn);
+    ASSERT_EQ(warnings.size(), 1u);
+    EXPECT_NE(warnings[0].find("compiling compute_80 for sm_120 whole in the background failed"), std::string::npos)
+        << warnings[0];
+    EXPECT_NE(warnings[0].find("the whole image does not compile"), std::string::npos) << warnings[0];
+    EXPECT_EQ(module.records().size(), kKernels.size());
+  }
+  Runtime runtime = make_runtime({kBlackwell120});
+  Module module = load(runtime, images);
+  ASSERT_TRUE(module.prepare_all(0).ok());
+  EXPECT_EQ(jit_->compiles(), 0u);
+  EXPECT_EQ(driver_->loads.size(), kKernels.size()) << "a module per kernel, as before";
+}
+
+// A process that exits with a background compile running (its Module never destroyed) waits for
+// it at exit rather than tearing the driver down under it, and the cache keeps the image.
+TEST_F(RuntimeTest, AProcessWaitsAtExitForBackgroundCompiles) {
+  options_.background_compile = true;
+  const std::vector<Image> images = {ptx_image("compute_80")};
+  EXPECT_EXIT(
+      {
+        auto slow = std::make_shared<FakeJit>();
+        slow->whole_delay = std::chrono::milliseconds(300);
+        Runtime runtime = make_runtime({kBlackwell120}, slow);
+        auto* leaked = new Module(load(runtime, images));
+        if (!leaked->prepare_all(0).ok()) std::_Exit(3);
+        std::exit(slow->whole_compiles() == 0 ? 0 : 4);
+      },
+      ::testing::ExitedWithCode(0), "");
+  Runtime runtime = make_runtime({kBlackwell120});
+  Module module = load(runtime, images);
+  ASSERT_TRUE(module.prepare_all(0).ok());
+  EXPECT_EQ(jit_->compiles(), 0u);
+  EXPECT_EQ(driver_->loads.size(), 1u) << "the exiting process finished the whole image";
 }
 
 TEST_F(RuntimeTest, WholeImagesNeedAPersistentCache) {

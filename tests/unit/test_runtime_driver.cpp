@@ -106,9 +106,11 @@ TEST(RuntimeOptionsTest, ReadTheEnvironment) {
                                  {"KILN_CACHE_DISABLE", "true"},
                                  {"KILN_CACHE_DIR", "/tmp/kiln-env-test"},
                                  {"KILN_CACHE_MAX_SIZE", "10M"},
-                                 {"KILN_LOG", "INFO"}});
+                                 {"KILN_LOG", "INFO"},
+                                 {"KILN_BACKGROUND_COMPILE", "0"}});
   const RuntimeOptions options = RuntimeOptions::from_environment();
   EXPECT_TRUE(options.force_jit);
+  EXPECT_FALSE(options.background_compile);
   EXPECT_FALSE(options.disable_jit);
   EXPECT_TRUE(options.cache_disabled);
   EXPECT_EQ(options.cache_dir, std::filesystem::path("/tmp/kiln-env-test"));
@@ -118,8 +120,10 @@ TEST(RuntimeOptionsTest, ReadTheEnvironment) {
 
 TEST(RuntimeOptionsTest, DefaultsWithoutTheEnvironment) {
   ScopedEnvironment environment(
-      {{"KILN_FORCE_JIT", ""}, {"KILN_DISABLE_JIT", nullptr}, {"KILN_CACHE_DISABLE", "0"}, {"KILN_LOG", nullptr}});
+      {{"KILN_FORCE_JIT", ""}, {"KILN_DISABLE_JIT", nullptr}, {"KILN_CACHE_DISABLE", "0"}, {"KILN_LOG", nullptr},
+       {"KILN_BACKGROUND_COMPILE", nullptr}});
   const RuntimeOptions options = RuntimeOptions::from_environment();
+  EXPECT_TRUE(options.background_compile);
   EXPECT_FALSE(options.force_jit);
   EXPECT_FALSE(options.disable_jit);
   EXPECT_FALSE(options.cache_disabled);
@@ -128,12 +132,15 @@ TEST(RuntimeOptionsTest, DefaultsWithoutTheEnvironment) {
 }
 
 TEST(RuntimeOptionsTest, UnreadableValuesWarnAndKeepTheDefault) {
-  ScopedEnvironment environment({{"KILN_LOG", "loud"}, {"KILN_FORCE_JIT", "maybe"}});
+  ScopedEnvironment environment(
+      {{"KILN_LOG", "loud"}, {"KILN_FORCE_JIT", "maybe"}, {"KILN_BACKGROUND_COMPILE", "sometimes"}});
   ::testing::internal::CaptureStderr();
   const RuntimeOptions options = RuntimeOptions::from_environment();
   const std::string warnings = ::testing::internal::GetCapturedStderr();
   EXPECT_EQ(options.log_level, LogLevel::Warn);
   EXPECT_FALSE(options.force_jit);
+  EXPECT_TRUE(options.background_compile);
+  EXPECT_NE(warnings.find("KILN_BACKGROUND_COMPILE=sometimes is not 1 or 0; taken as 1"), std::string::npos) << warnings;
   EXPECT_NE(warnings.find("kiln: warning: KILN_LOG=loud is not one of off, error, warn, info, debug"),
             std::string::npos)
       << warnings;

@@ -12,6 +12,7 @@
 #include <fstream>
 #include <mutex>
 #include <sstream>
+#include <stdexcept>
 
 #include "kiln/compiler.hpp"
 #include "kiln/runtime.hpp"
@@ -48,6 +49,10 @@ class PtxasDriver final : public Driver {
     return reinterpret_cast<CUmodule>(&cubins_.back());
   }
   void unload_module(int, CUmodule) noexcept override {}
+  std::size_t loads() {
+    std::lock_guard lock(mutex_);
+    return cubins_.size();
+  }
 
   // A cubin's string table holds each kernel's name, NUL-terminated.
   Result<CUfunction> function(CUmodule module, const std::string& name) override {
@@ -105,6 +110,15 @@ class RuntimePipeline : public ::testing::Test {
   }
   void TearDown() override { fs::remove_all(scratch_directory()); }
 
+  // The test bundle loaded by a runtime over `driver` (the Module keeps the runtime alive).
+  Module load(const std::shared_ptr<PtxasDriver>& driver) {
+    Result<Runtime> runtime = Runtime::create(driver, make_jit_compiler(driver), options_);
+    if (!runtime) throw std::runtime_error(runtime.error().describe());
+    Result<Module> module = runtime->load(bundle_, "pipeline.kiln");
+    if (!module) throw std::runtime_error(module.error().describe());
+    return std::move(*module);
+  }
+
   Bytes bundle_;
   RuntimeOptions options_;
 };
@@ -113,17 +127,35 @@ const std::vector<std::string> kKernels = {"saxpy", "axpb<float>", "axpb<double>
 
 TEST_F(RuntimePipeline, PtxIsSplitAndLinkedPerKernel) {
   auto driver = std::make_shared<PtxasDriver>(ComputeCapability{9, 0});  // the sm_80 cubin does not run on 9.0
-  Result<Runtime> runtime = Runtime::create(driver, make_jit_compiler(driver), options_);
-  ASSERT_TRUE(runtime.ok()) << runtime.error().describe();
-  Result<Module> module = runtime->load(bundle_, "pipeline.kiln");
-  ASSERT_TRUE(module.ok()) << module.error().describe();
+  Module module = load(driver);
   for (const std::string& name : kKernels) {
-    Result<Kernel> kernel = module->kernel(name, 0);
+    Result<Kernel> kernel = module.kernel(name, 0);
     ASSERT_TRUE(kernel.ok()) << kernel.error().describe();
     EXPECT_EQ(kernel->record().path, Path::JitPtx) << name;
     EXPECT_EQ(kernel->record().image, "compute_80");
   }
   EXPECT_EQ(driver->links_.load(), static_cast<int>(kKernels.size()));  // one link per kernel, not per module
+}
+
+// prepare_all links each kernel on its own, then each PTX image whole in the background; the next
+// runtime's prepare_all loads a module per image from the cache, and every kernel is in it.
+TEST_F(RuntimePipeline, PrepareAllLeavesWholeImagesForTheNextStart) {
+  options_.background_compile = true;
+  {
+    auto driver = std::make_shared<PtxasDriver>(ComputeCapability{9, 0});
+    Module module = load(driver);
+    ASSERT_TRUE(module.prepare_all(0).ok());
+    EXPECT_EQ(driver->loads(), kKernels.size());
+    module.wait_for_background_compiles();
+    EXPECT_EQ(driver->links_.load(), static_cast<int>(kKernels.size()) + 2) << "each kernel, then each of 2 images";
+  }
+  auto driver = std::make_shared<PtxasDriver>(ComputeCapability{9, 0});
+  Module module = load(driver);
+  ASSERT_TRUE(module.prepare_all(0).ok());
+  EXPECT_EQ(driver->links_.load(), 0);
+  EXPECT_EQ(driver->loads(), 2u) << "saxpy.cu's and axpb.cu's images, each whole";
+  ASSERT_EQ(module.records().size(), kKernels.size());
+  for (const KernelRecord& record : module.records()) EXPECT_EQ(record.path, Path::CacheHit) << record.kernel;
 }
 
 TEST_F(RuntimePipeline, SourceIsCompiledWithNvrtcThenCached) {
