@@ -1,12 +1,15 @@
 #include "background_work.hpp"
 
+#include <pthread.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <condition_variable>
+#include <cstdlib>
 #include <list>
+#include <memory>
 #include <mutex>
 #include <thread>
 #include <utility>
@@ -27,23 +30,29 @@ class Registry {
       std::exchange(work, nullptr)();  // what it holds is released before its owner is told
       std::lock_guard done_lock(mutex_);
       piece.finished = true;
-      finished_.notify_all();
+      finished_->notify_all();
     });
   }
 
   void wait(const void* owner) {
     std::unique_lock lock(mutex_);
-    finished_.wait(lock, [&] {
+    finished_->wait(lock, [&] {
       return std::none_of(pieces_.begin(), pieces_.end(),
                           [&](const Piece& piece) { return !piece.finished && (owner == nullptr || piece.owner == owner); });
     });
     reap_finished();
   }
 
-  // At exit: the static is made on first use, after cuInit registered the driver's exit
-  // handlers, so it is destroyed, and waits, before they run.
-  ~Registry() {
-    wait(nullptr);
+  // fork() copies the registry but none of its threads: the child must neither wait for the
+  // parent's work (it would wait forever, at exit) nor destroy its std::threads (which would
+  // terminate). So the registry's lock is held across fork, and the child starts afresh.
+  void before_fork() { mutex_.lock(); }
+  void after_fork_in_parent() { mutex_.unlock(); }
+  void after_fork_in_child() {
+    (void)new std::list<Piece>(std::move(pieces_));   // the parent's, never joined nor destroyed
+    (void)finished_.release();                         // the parent's waiters' state, left as is
+    finished_ = std::make_unique<std::condition_variable>();
+    mutex_.unlock();
   }
 
  private:
@@ -65,13 +74,23 @@ class Registry {
   }
 
   std::mutex mutex_;
-  std::condition_variable finished_;
+  std::unique_ptr<std::condition_variable> finished_ = std::make_unique<std::condition_variable>();
   std::list<Piece> pieces_;  // a list: a running thread holds a reference to its own piece
 };
 
+// Never destroyed (a forked child would otherwise destroy the threads it copied): the process
+// waits for the work at exit through atexit instead. That handler is registered on first use,
+// after cuInit registered the driver's own, so it runs before them: no thread is inside the
+// driver while it is torn down.
 Registry& registry() {
-  static Registry instance;
-  return instance;
+  static Registry* const instance = [] {
+    auto* made = new Registry;
+    std::atexit([] { registry().wait(nullptr); });
+    ::pthread_atfork([] { registry().before_fork(); }, [] { registry().after_fork_in_parent(); },
+                     [] { registry().after_fork_in_child(); });
+    return made;
+  }();
+  return *instance;
 }
 
 }  // namespace

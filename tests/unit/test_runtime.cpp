@@ -935,6 +935,27 @@ TEST_F(RuntimeTest, AProcessWaitsAtExitForBackgroundCompiles) {
   EXPECT_EQ(driver_->loads.size(), 1u) << "the exiting process finished the whole image";
 }
 
+// A child forked while a background compile runs (a PyTorch data-loader worker, say) has none of
+// the parent's threads: it neither waits for their work nor hangs at exit; the parent's compile
+// completes as usual.
+TEST_F(RuntimeTest, AChildForkedDuringABackgroundCompileDoesNotWaitForIt) {
+  options_.background_compile = true;
+  auto slow = std::make_shared<FakeJit>();
+  slow->whole_delay = std::chrono::milliseconds(500);
+  Runtime runtime = make_runtime({kBlackwell120}, slow);
+  Module module = load(runtime, {ptx_image("compute_80")});
+  ASSERT_TRUE(module.prepare_all(0).ok());
+  EXPECT_EXIT(
+      {
+        ::alarm(5);  // a hang fails the test rather than the run
+        module.wait_for_background_compiles();
+        std::exit(slow->whole_compiles() == 0 ? 0 : 4);
+      },
+      ::testing::ExitedWithCode(0), "");
+  module.wait_for_background_compiles();
+  EXPECT_EQ(slow->whole_compiles(), 1u);
+}
+
 TEST_F(RuntimeTest, WholeImagesNeedAPersistentCache) {
   options_.cache_disabled = true;
   Runtime runtime = make_runtime({kBlackwell120});
