@@ -15,6 +15,7 @@
 #include <span>
 #include <thread>
 #include <unordered_map>
+#include <unordered_set>
 
 #include "background_work.hpp"
 #include "elf.hpp"
@@ -461,6 +462,7 @@ struct Module::State {
     std::unordered_map<std::size_t, std::unique_ptr<SingleFlight<std::pair<std::size_t, Selection>>>> selections;
     // Whole-image compiles into the cache (compile_whole_images, or prepare_all in the background), by image index.
     std::unordered_map<std::size_t, std::unique_ptr<SingleFlight<WholeImageRecord>>> whole_compiles;
+    std::unordered_set<std::size_t> whole_compiles_started;  // in the background, by image index
   };
 
   State(std::shared_ptr<Runtime::State> runtime_in, Bundle bundle_in)
@@ -761,7 +763,10 @@ void Module::State::compile_whole_images_in_background(int device) {
   for (const auto& [image, target] : jit_ptx_images(device)) {
     if (cached_whole_image(device, image) != nullptr) continue;  // loaded whole: prewarmed, or not splittable
     Device& state = devices[static_cast<std::size_t>(device)];
-    if (state.slot(state.whole_compiles, image).peek() != nullptr) continue;
+    {
+      std::lock_guard lock(state.mutex);
+      if (!state.whole_compiles_started.insert(image).second) continue;  // a prepare_all before this one started it
+    }
     background::start(this, [this, device, image = image, target = target] {
       const Result<WholeImageRecord>& done = cache_whole_image(device, image, target);
       const std::string what = bundle.images()[image].target.name() + " for " + target.sm_name();

@@ -854,6 +854,22 @@ TEST_F(RuntimeTest, BackgroundCompilesOnlyFollowAJitPrepareAll) {
   EXPECT_EQ(jit_->whole_compiles(), 0u) << "nowhere to keep it";
 }
 
+TEST_F(RuntimeTest, ASecondPrepareAllDoesNotStartTheSameBackgroundCompile) {
+  options_.background_compile = true;
+  auto slow = std::make_shared<FakeJit>();
+  slow->whole_delay = std::chrono::milliseconds(200);
+  Runtime runtime = make_runtime({kBlackwell120}, slow);
+  Module module = load(runtime, {ptx_image("compute_80")});
+  ASSERT_TRUE(module.prepare_all(0).ok());
+  ASSERT_TRUE(module.prepare_all(0).ok());
+  module.wait_for_background_compiles();
+  EXPECT_EQ(slow->whole_compiles(), 1u);
+  const std::vector<std::string> info = log_lines(LogLevel::Info);
+  EXPECT_EQ(std::count_if(info.begin(), info.end(),
+                          [](const std::string& line) { return line.find("in the background") != std::string::npos; }),
+            1);
+}
+
 TEST_F(RuntimeTest, AModuleWaitsForItsBackgroundCompilesWhenDestroyed) {
   options_.background_compile = true;
   const std::vector<Image> images = {ptx_image("compute_80")};
