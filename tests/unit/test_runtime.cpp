@@ -257,6 +257,14 @@ class RuntimeTest : public ::testing::Test {
     return std::move(module).value();
   }
 
+  // A JIT that takes `whole_delay` over each whole image, for a runtime with background compiles on.
+  std::shared_ptr<FakeJit> background_jit_taking(std::chrono::milliseconds whole_delay) {
+    options_.background_compile = true;
+    auto jit = std::make_shared<FakeJit>();
+    jit->whole_delay = whole_delay;
+    return jit;
+  }
+
   static Kernel kernel_or_fail(const Module& module, std::string_view name, int device = -1) {
     Result<Kernel> kernel = module.kernel(name, device);
     EXPECT_TRUE(kernel.ok()) << kernel.error().describe();
@@ -855,9 +863,7 @@ TEST_F(RuntimeTest, BackgroundCompilesOnlyFollowAJitPrepareAll) {
 }
 
 TEST_F(RuntimeTest, ASecondPrepareAllDoesNotStartTheSameBackgroundCompile) {
-  options_.background_compile = true;
-  auto slow = std::make_shared<FakeJit>();
-  slow->whole_delay = std::chrono::milliseconds(200);
+  auto slow = background_jit_taking(std::chrono::milliseconds(200));
   Runtime runtime = make_runtime({kBlackwell120}, slow);
   Module module = load(runtime, {ptx_image("compute_80")});
   ASSERT_TRUE(module.prepare_all(0).ok());
@@ -871,10 +877,8 @@ TEST_F(RuntimeTest, ASecondPrepareAllDoesNotStartTheSameBackgroundCompile) {
 }
 
 TEST_F(RuntimeTest, AModuleWaitsForItsBackgroundCompilesWhenDestroyed) {
-  options_.background_compile = true;
   const std::vector<Image> images = {ptx_image("compute_80")};
-  auto slow = std::make_shared<FakeJit>();
-  slow->whole_delay = std::chrono::milliseconds(300);
+  auto slow = background_jit_taking(std::chrono::milliseconds(300));
   {
     Runtime runtime = make_runtime({kBlackwell120}, slow);
     Module module = load(runtime, images);
@@ -891,9 +895,7 @@ TEST_F(RuntimeTest, AModuleWaitsForItsBackgroundCompilesWhenDestroyed) {
 // kiln prewarm runs prepare_all and then compile_whole_images: the image prepare_all is already
 // compiling in the background is waited for, compiled once, and reported as compiled.
 TEST_F(RuntimeTest, CompileWholeImagesJoinsTheBackgroundCompile) {
-  options_.background_compile = true;
-  auto slow = std::make_shared<FakeJit>();
-  slow->whole_delay = std::chrono::milliseconds(200);
+  auto slow = background_jit_taking(std::chrono::milliseconds(200));
   Runtime runtime = make_runtime({kBlackwell120}, slow);
   Module module = load(runtime, {ptx_image("compute_80")});
   ASSERT_TRUE(module.prepare_all(0).ok());
@@ -955,9 +957,7 @@ TEST_F(RuntimeTest, AProcessWaitsAtExitForBackgroundCompiles) {
 // the parent's threads: it neither waits for their work nor hangs at exit; the parent's compile
 // completes as usual.
 TEST_F(RuntimeTest, AChildForkedDuringABackgroundCompileDoesNotWaitForIt) {
-  options_.background_compile = true;
-  auto slow = std::make_shared<FakeJit>();
-  slow->whole_delay = std::chrono::milliseconds(500);
+  auto slow = background_jit_taking(std::chrono::milliseconds(500));
   Runtime runtime = make_runtime({kBlackwell120}, slow);
   Module module = load(runtime, {ptx_image("compute_80")});
   ASSERT_TRUE(module.prepare_all(0).ok());
