@@ -11,6 +11,7 @@
 #include <list>
 #include <memory>
 #include <mutex>
+#include <system_error>
 #include <thread>
 #include <utility>
 
@@ -19,19 +20,25 @@ namespace {
 
 class Registry {
  public:
-  void start(const void* owner, std::function<void()> work) {
+  bool start(const void* owner, std::function<void()> work) {
     std::lock_guard lock(mutex_);
     reap_finished();
     Piece& piece = pieces_.emplace_back();
     piece.owner = owner;
-    piece.thread = std::thread([this, &piece, work = std::move(work)]() mutable {
-      // Linux nice values are per thread: a whole-image compile yields to the application.
-      (void)::setpriority(PRIO_PROCESS, static_cast<id_t>(::syscall(SYS_gettid)), 10);
-      std::exchange(work, nullptr)();  // what it holds is released before its owner is told
-      std::lock_guard done_lock(mutex_);
-      piece.finished = true;
-      finished_->notify_all();
-    });
+    try {
+      piece.thread = std::thread([this, &piece, work = std::move(work)]() mutable {
+        // Linux nice values are per thread: a whole-image compile yields to the application.
+        (void)::setpriority(PRIO_PROCESS, static_cast<id_t>(::syscall(SYS_gettid)), 10);
+        std::exchange(work, nullptr)();  // what it holds is released before its owner is told
+        std::lock_guard done_lock(mutex_);
+        piece.finished = true;
+        finished_->notify_all();
+      });
+    } catch (const std::system_error&) {  // no thread to be had (RLIMIT_NPROC, memory)
+      pieces_.pop_back();
+      return false;
+    }
+    return true;
   }
 
   void wait(const void* owner) {
@@ -95,7 +102,7 @@ Registry& registry() {
 
 }  // namespace
 
-void start(const void* owner, std::function<void()> work) { registry().start(owner, std::move(work)); }
+bool start(const void* owner, std::function<void()> work) { return registry().start(owner, std::move(work)); }
 
 void wait(const void* owner) { registry().wait(owner); }
 

@@ -9,8 +9,9 @@
 
 namespace kiln::background {
 
-// Runs `work` on a new thread at a lower scheduling priority than the application's threads.
-void start(const void* owner, std::function<void()> work);
+// Runs `work` on a new thread at a lower scheduling priority than the application's threads;
+// false if no thread could be started (the work is not done).
+[[nodiscard]] bool start(const void* owner, std::function<void()> work);
 
 // Returns once every piece of `owner`'s work has finished.
 void wait(const void* owner);

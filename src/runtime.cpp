@@ -767,7 +767,7 @@ void Module::State::compile_whole_images_in_background(int device) {
       std::lock_guard lock(state.mutex);
       if (!state.whole_compiles_started.insert(image).second) continue;  // a prepare_all before this one started it
     }
-    background::start(this, [this, device, image = image, target = target] {
+    const bool started = background::start(this, [this, device, image = image, target = target] {
       const Result<WholeImageRecord>& done = cache_whole_image(device, image, target);
       const std::string what = bundle.images()[image].target.name() + " for " + target.sm_name();
       if (!done) {
@@ -780,6 +780,12 @@ void Module::State::compile_whole_images_in_background(int device) {
                                                   milliseconds + "; the next start loads it as one module");
       }
     });
+    if (!started) {
+      runtime->logger.write(LogLevel::Warn, "no thread could be started to compile " + bundle.images()[image].target.name() +
+                                                " whole in the background; the next start loads a module per kernel");
+      std::lock_guard lock(state.mutex);
+      state.whole_compiles_started.erase(image);
+    }
   }
 }
 
