@@ -68,7 +68,7 @@ class NullDriver final : public kiln::Driver {
   kiln::Result<std::optional<std::vector<std::size_t>>> parameter_sizes(CUfunction) override {
     return std::optional<std::vector<std::size_t>>(std::vector<std::size_t>{8, 4});
   }
-  kiln::Result<kiln::Bytes> link_ptx(int, std::string_view, kiln::Arch, std::string_view) override {
+  kiln::Result<kiln::Bytes> link_ptx(int, std::string_view, kiln::Arch, std::string_view, unsigned) override {
     return kiln::make_error(kiln::Component::Driver, "the null driver compiles nothing");
   }
   kiln::Result<void> launch(CUcontext, CUfunction, kiln::Dim3, kiln::Dim3, unsigned, CUstream, void**) override {

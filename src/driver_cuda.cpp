@@ -247,16 +247,19 @@ class CudaDriver final : public Driver {
     return std::optional<std::vector<std::size_t>>(std::move(sizes));
   }
 
-  Result<Bytes> link_ptx(int device, std::string_view ptx, Arch target, std::string_view label) override {
+  Result<Bytes> link_ptx(int device, std::string_view ptx, Arch target, std::string_view label,
+                         unsigned compile_threads) override {
     Result<CUcontext> context = this->context(device);
     if (!context) return context.error();
     ScopedContext scope(api_, *context);
     if (scope.status() != CUDA_SUCCESS) return driver_error(api_, scope.status(), "cuCtxPushCurrent", where(device));
 
     std::string error_log(std::size_t{64} << 10, '\0');
-    CUjit_option options[] = {CU_JIT_TARGET, CU_JIT_ERROR_LOG_BUFFER, CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES};
+    CUjit_option options[] = {CU_JIT_TARGET, CU_JIT_ERROR_LOG_BUFFER, CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES,
+                              CU_JIT_SPLIT_COMPILE};
     void* values[] = {reinterpret_cast<void*>(static_cast<std::uintptr_t>(jit_target(target))), error_log.data(),
-                      reinterpret_cast<void*>(error_log.size())};
+                      reinterpret_cast<void*>(error_log.size()),
+                      reinterpret_cast<void*>(static_cast<std::uintptr_t>(compile_threads))};
     const std::string context_text = std::string(label) + " for " + target.sm_name() + " on " + where(device);
     auto failed = [&](CUresult result, std::string_view call) {
       Error error = driver_error(api_, result, call, context_text);
@@ -265,9 +268,12 @@ class CudaDriver final : public Driver {
     };
 
     CUlinkState state = nullptr;
-    if (CUresult result = api_.cuLinkCreate(3, options, values, &state); result != CUDA_SUCCESS) {
-      return failed(result, "cuLinkCreate");
+    const bool split = compile_threads != 1;
+    CUresult created = api_.cuLinkCreate(split ? 4 : 3, options, values, &state);
+    if (created == CUDA_ERROR_INVALID_VALUE && split) {
+      created = api_.cuLinkCreate(3, options, values, &state);  // a driver before CU_JIT_SPLIT_COMPILE
     }
+    if (created != CUDA_SUCCESS) return failed(created, "cuLinkCreate");
     // The linker reads PTX as a C string, so it gets the terminating NUL too.
     const std::string text(ptx);
     const std::string name(label);

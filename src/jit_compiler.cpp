@@ -18,7 +18,12 @@ class DriverJitCompiler final : public JitCompiler {
 
   Result<Bytes> compile(const JitRequest& request) override {
     switch (request.kind) {
-      case ImageKind::Ptx: return driver_->link_ptx(request.device, as_text(request.input), request.target, request.label);
+      case ImageKind::Ptx: {
+        // A whole module's kernels are compiled side by side; a single kernel's PTX gains nothing
+        // from it, and prepare_all already compiles kernels on every core.
+        const unsigned threads = request.kernel.empty() ? 0 : 1;
+        return driver_->link_ptx(request.device, as_text(request.input), request.target, request.label, threads);
+      }
       case ImageKind::Source: return compile_source_image(request.input, request.target);
       case ImageKind::Cubin: break;
     }

@@ -72,9 +72,11 @@ class Driver {
 
   // PTX -> cubin for `target` through the driver's own linker (cuLink*), in the device's
   // context: the result can be cached, and an application needs no nvJitLink.
-  // `label` names the input in the linker's messages.
+  // `label` names the input in the linker's messages. `compile_threads` above 1 lets the compiler
+  // optimize that many functions at once (CU_JIT_SPLIT_COMPILE; 0: one per CPU), which speeds up
+  // a module of many kernels and does nothing for one; a driver without the option ignores it.
   [[nodiscard]] virtual Result<Bytes> link_ptx(int device, std::string_view ptx, Arch target,
-                                               std::string_view label) = 0;
+                                               std::string_view label, unsigned compile_threads) = 0;
 
   // cuLaunchKernel; where the driver refuses it for want of the right context, makes `context`
   // current (cuCtxSetCurrent) and launches again. A null stream is the legacy default stream, as

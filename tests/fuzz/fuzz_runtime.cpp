@@ -50,7 +50,7 @@ class NullDriver final : public kiln::Driver {
   kiln::Result<std::optional<std::vector<std::size_t>>> parameter_sizes(CUfunction) override {
     return std::optional<std::vector<std::size_t>>();
   }
-  kiln::Result<kiln::Bytes> link_ptx(int, std::string_view ptx, kiln::Arch, std::string_view) override {
+  kiln::Result<kiln::Bytes> link_ptx(int, std::string_view ptx, kiln::Arch, std::string_view, unsigned) override {
     return kiln::Bytes(ptx.begin(), ptx.end());
   }
   kiln::Result<void> launch(CUcontext, CUfunction, kiln::Dim3, kiln::Dim3, unsigned, CUstream, void**) override {

@@ -551,7 +551,7 @@ TEST_F(GpuRuntime, CubinParameterTablesMatchTheDriver) {
       ASSERT_TRUE(extracted.ok()) << extracted.error().describe();
       Bytes cubin = std::move(*extracted);
       if (image.target.kind == ImageKind::Ptx) {
-        Result<Bytes> linked = runtime.driver()->link_ptx(0, as_text(cubin), Arch{gpu_.cc}, name);
+        Result<Bytes> linked = runtime.driver()->link_ptx(0, as_text(cubin), Arch{gpu_.cc}, name, 0);
         ASSERT_TRUE(linked.ok()) << linked.error().describe();
         cubin = std::move(*linked);
       }

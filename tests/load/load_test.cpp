@@ -105,10 +105,10 @@ class CompileCountingDriver final : public kiln::Driver {
   kiln::Result<std::optional<std::vector<std::size_t>>> parameter_sizes(CUfunction function) override {
     return inner_->parameter_sizes(function);
   }
-  kiln::Result<kiln::Bytes> link_ptx(int device, std::string_view ptx, kiln::Arch target,
-                                     std::string_view label) override {
+  kiln::Result<kiln::Bytes> link_ptx(int device, std::string_view ptx, kiln::Arch target, std::string_view label,
+                                     unsigned compile_threads) override {
     append_compile_record(log_, entry_of(ptx));
-    return inner_->link_ptx(device, ptx, target, label);
+    return inner_->link_ptx(device, ptx, target, label, compile_threads);
   }
   kiln::Result<void> launch(CUcontext context, CUfunction function, kiln::Dim3 grid, kiln::Dim3 block,
                             unsigned shared_bytes, CUstream stream, void** args) override {
@@ -169,7 +169,7 @@ class FakeGpuDriver final : public kiln::Driver {
   kiln::Result<std::optional<std::vector<std::size_t>>> parameter_sizes(CUfunction) override {
     return std::optional<std::vector<std::size_t>>();  // as a driver older than CUDA 12.4: unknown
   }
-  kiln::Result<kiln::Bytes> link_ptx(int, std::string_view ptx, kiln::Arch target, std::string_view) override {
+  kiln::Result<kiln::Bytes> link_ptx(int, std::string_view ptx, kiln::Arch target, std::string_view, unsigned) override {
     std::this_thread::sleep_for(kFakeCompileTime);
     std::string cubin(kFakeCubinMagic);
     cubin += target.sm_name() + "\n";

@@ -111,7 +111,7 @@ class FakeDriver final : public Driver {
     return std::optional<std::vector<std::size_t>>(found->second);
   }
 
-  Result<Bytes> link_ptx(int, std::string_view, Arch, std::string_view) override {
+  Result<Bytes> link_ptx(int, std::string_view, Arch, std::string_view, unsigned) override {
     return make_error(Component::Driver, "the fake driver links nothing: the fake JIT compiles");
   }
 

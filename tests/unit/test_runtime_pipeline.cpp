@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstring>
 #include <deque>
@@ -13,6 +14,7 @@
 #include <mutex>
 #include <sstream>
 #include <stdexcept>
+#include <vector>
 
 #include "kiln/compiler.hpp"
 #include "kiln/runtime.hpp"
@@ -53,6 +55,10 @@ class PtxasDriver final : public Driver {
     std::lock_guard lock(mutex_);
     return cubins_.size();
   }
+  std::vector<unsigned> compile_threads() {
+    std::lock_guard lock(mutex_);
+    return compile_threads_;
+  }
 
   // A cubin's string table holds each kernel's name, NUL-terminated.
   Result<CUfunction> function(CUmodule module, const std::string& name) override {
@@ -66,10 +72,16 @@ class PtxasDriver final : public Driver {
     return std::optional<std::vector<std::size_t>>{};
   }
 
-  Result<Bytes> link_ptx(int, std::string_view ptx, Arch target, std::string_view) override {
+  Result<Bytes> link_ptx(int, std::string_view ptx, Arch target, std::string_view, unsigned compile_threads) override {
     const fs::path base = scratch_directory() / ("piece-" + std::to_string(links_++));
     std::ofstream(fs::path(base).replace_extension(".ptx"), std::ios::binary) << ptx;
-    const std::string command = kPtxas.string() + " -arch=" + target.sm_name() + " " +
+    {
+      std::lock_guard lock(mutex_);
+      compile_threads_.push_back(compile_threads);
+    }
+    // ptxas's own --split-compile is what CU_JIT_SPLIT_COMPILE asks of the driver's compiler.
+    const std::string command = kPtxas.string() + " -arch=" + target.sm_name() + " --split-compile " +
+                                std::to_string(compile_threads) + " " +
                                 fs::path(base).replace_extension(".ptx").string() + " -o " +
                                 fs::path(base).replace_extension(".cubin").string();
     if (std::system(command.c_str()) != 0) return make_error(Component::Driver, "ptxas failed: " + command);
@@ -88,6 +100,7 @@ class PtxasDriver final : public Driver {
   std::vector<GpuInfo> gpus_;
   std::mutex mutex_;
   std::deque<std::string> cubins_;
+  std::vector<unsigned> compile_threads_;  // of each link, in order
 };
 
 class RuntimePipeline : public ::testing::Test {
@@ -148,6 +161,10 @@ TEST_F(RuntimePipeline, PrepareAllLeavesWholeImagesForTheNextStart) {
     EXPECT_EQ(driver->loads(), kKernels.size());
     module.wait_for_background_compiles();
     EXPECT_EQ(driver->links_.load(), static_cast<int>(kKernels.size()) + 2) << "each kernel, then each of 2 images";
+    // One thread for a kernel's own PTX; every CPU for a whole image's kernels (0).
+    std::vector<unsigned> threads = driver->compile_threads();
+    std::sort(threads.begin(), threads.end());
+    EXPECT_EQ(threads, (std::vector<unsigned>{0, 0, 1, 1, 1, 1}));
   }
   auto driver = std::make_shared<PtxasDriver>(ComputeCapability{9, 0});
   Module module = load(driver);
