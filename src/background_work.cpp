@@ -14,6 +14,7 @@
 #include <system_error>
 #include <thread>
 #include <utility>
+#include <vector>
 
 namespace kiln::background {
 namespace {
@@ -56,9 +57,8 @@ class Registry {
   void before_fork() { mutex_.lock(); }
   void after_fork_in_parent() { mutex_.unlock(); }
   void after_fork_in_child() {
-    (void)new std::list<Piece>(std::move(pieces_));   // the parent's, never joined nor destroyed
-    (void)finished_.release();                         // the parent's waiters' state, left as is
-    finished_ = std::make_unique<std::condition_variable>();
+    forked_off_.splice(forked_off_.end(), pieces_);
+    retired_.push_back(std::exchange(finished_, std::make_unique<std::condition_variable>()));
     mutex_.unlock();
   }
 
@@ -83,6 +83,10 @@ class Registry {
   std::mutex mutex_;
   std::unique_ptr<std::condition_variable> finished_ = std::make_unique<std::condition_variable>();
   std::list<Piece> pieces_;  // a list: a running thread holds a reference to its own piece
+  // After fork, in the child: the parent's pieces, whose threads it does not have (never joined
+  // nor destroyed, as the registry itself), and the condition variables the parent's waiters used.
+  std::list<Piece> forked_off_;
+  std::vector<std::unique_ptr<std::condition_variable>> retired_;
 };
 
 // Never destroyed (a forked child would otherwise destroy the threads it copied): the process
