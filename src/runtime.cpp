@@ -355,32 +355,28 @@ struct LoadedModules {
 
 // One image's bytes, extracted (and for PTX parsed) once, shared by every device.
 struct ImageData {
-  Bytes bytes;                             // cubin or source; empty for PTX, which `ptx` holds
+  // Cubin or source; null for PTX, which `ptx` holds. Shared with the kernels of a cubin, which
+  // read their parameter tables from it on first launch.
+  std::shared_ptr<const Bytes> bytes;
   std::shared_ptr<const PtxModule> ptx;
 };
 
-// A whole image loaded on one device: a cubin, a compiled source image, or PTX that cannot be split.
+// A cubin loaded on one device: a bundle's, one compiled from PTX or source, or one from the cache.
 struct LoadedImage {
   CUmodule module = nullptr;
   Path path = Path::AotExact;
-  // Every kernel's parameter sizes, read from a cubin whose bytes are not kept (compiled or read
-  // from the cache); null for a bundle's own cubin, whose kernels each read their own table from
-  // the image's bytes (a start that launches one kernel reads one table).
-  std::shared_ptr<const elf::ParameterSizes> parameters;
+  // The cubin's bytes, kept for its kernels' parameter tables, which each reads on its first
+  // launch: a start that readies every kernel and launches one reads one table.
+  std::shared_ptr<const Bytes> cubin;
 };
 
 // The module of a cubin, loaded on `device` and kept until the Module's kernels are all gone.
-enum class ParameterTables { ReadNow, ReadFromKeptBytes };
-Result<LoadedImage> load_cubin(Driver& driver, LoadedModules& modules, int device, ByteView cubin, Path path,
-                               ParameterTables tables = ParameterTables::ReadNow) {
-  Result<CUmodule> module = driver.load_module(device, cubin);
+Result<LoadedImage> load_cubin(Driver& driver, LoadedModules& modules, int device, std::shared_ptr<const Bytes> cubin,
+                               Path path) {
+  Result<CUmodule> module = driver.load_module(device, *cubin);
   if (!module) return module.error();
   modules.add(device, *module);
-  LoadedImage loaded{*module, path, nullptr};
-  if (tables == ParameterTables::ReadNow) {
-    loaded.parameters = std::make_shared<const elf::ParameterSizes>(elf::parameter_sizes(cubin));
-  }
-  return loaded;
+  return LoadedImage{*module, path, std::move(cubin)};
 }
 
 }  // namespace
@@ -411,8 +407,9 @@ struct Kernel::State {
   CUcontext context = nullptr;
   CUfunction function = nullptr;
   mutable std::atomic<bool> arguments_checked{false};
-  // The parameter sizes (inner nullopt: the driver cannot tell): set by make_kernel from the
-  // cubin's table where it has one, else asked of the driver on the first launch.
+  // The cubin the kernel's module was loaded from, for its parameter table; let go once read.
+  mutable std::shared_ptr<const Bytes> cubin;
+  // The parameter sizes (inner nullopt: the driver cannot tell), worked out on the first launch.
   mutable std::optional<Result<std::optional<std::vector<std::size_t>>>> parameter_sizes_known;
   std::shared_ptr<const KernelNames> names;
   std::size_t name_index = 0;
@@ -427,11 +424,15 @@ struct Kernel::State {
   mutable KernelRecord record;  // `kernel` is empty until named_record()
 
  private:
-  // The kernel's parameter sizes: the cubin's own table where make_kernel found one, or else asked
-  // of the driver on the first launch (a query per parameter) rather than when the kernel is made
-  // ready, so that a kernel prepared and never launched costs no queries.
+  // The kernel's parameter sizes, on the first launch rather than when the kernel is made ready,
+  // so that a kernel prepared and never launched costs nothing: the cubin's own table where it
+  // has one, else asked of the driver (a query per parameter).
   const Result<std::optional<std::vector<std::size_t>>>& parameter_sizes() const {
     std::call_once(sized, [this] {
+      if (cubin) {
+        if (auto sizes = elf::parameter_sizes(*cubin, record.mangled)) parameter_sizes_known.emplace(std::move(sizes));
+        cubin.reset();
+      }
       if (!parameter_sizes_known) parameter_sizes_known.emplace(driver->parameter_sizes(function));
     });
     return *parameter_sizes_known;
@@ -455,11 +456,23 @@ struct Module::State {
       if (!entry) entry = std::make_unique<SingleFlight<T>>();
       return *entry;
     }
+    template <class T>
+    SingleFlight<T>& slot(std::unordered_map<std::string, std::unique_ptr<SingleFlight<T>>, StringHash, std::equal_to<>>& slots,
+                          std::string_view key) {
+      std::lock_guard lock(mutex);
+      auto found = slots.find(key);
+      if (found == slots.end()) found = slots.emplace(std::string(key), std::make_unique<SingleFlight<T>>()).first;
+      return *found->second;
+    }
 
     std::mutex mutex;
     std::unordered_map<std::size_t, std::unique_ptr<SingleFlight<LoadedImage>>> images;  // by image index
     std::unordered_map<std::size_t, std::unique_ptr<SingleFlight<Kernel>>> kernels;      // by kernel index
-    std::unordered_map<std::size_t, std::unique_ptr<SingleFlight<std::pair<std::size_t, Selection>>>> selections;
+    // By candidate images (the bytes of the kernel's candidate list): the kernels of one source
+    // file share their images, and so their selection, which is then made once for all of them.
+    std::unordered_map<std::string, std::unique_ptr<SingleFlight<std::pair<std::size_t, Selection>>>, StringHash,
+                       std::equal_to<>>
+        selections;
     // Whole-image compiles into the cache (compile_whole_images, or prepare_all in the background), by image index.
     std::unordered_map<std::size_t, std::unique_ptr<SingleFlight<WholeImageRecord>>> whole_compiles;
     std::unordered_set<std::size_t> whole_compiles_started;  // in the background, by image index
@@ -481,7 +494,8 @@ struct Module::State {
   [[nodiscard]] Result<std::size_t> resolve_kernel(std::string_view name) const;
   [[nodiscard]] Result<Kernel> kernel(std::size_t index, int device);
   // The image `index` takes on `device` (an index into the bundle's images) and why: chosen once
-  // per kernel and device, since prepare_all and the kernel itself both ask.
+  // per device for every kernel with the same candidate images (one source file's kernels), and
+  // kept, since prepare_all and the kernel itself both ask.
   [[nodiscard]] const Device::Selected& select(std::size_t index, int device);
   // The PTX images that selection has `device` JIT kernels from, each with the architecture it is
   // compiled for: the images that kiln prewarm also compiles whole.
@@ -621,13 +635,13 @@ const Result<ImageData>& Module::State::data(std::size_t image) {
     if (info.dictionary) {
       const Result<ImageData>& primer = data(*info.dictionary);
       if (!primer) return primer.error();
-      dictionary = primer->ptx ? as_bytes(primer->ptx->text()) : ByteView(primer->bytes);
+      dictionary = primer->ptx ? as_bytes(primer->ptx->text()) : ByteView(*primer->bytes);
     }
     Result<Bytes> bytes = bundle.extract(image, dictionary);
     if (!bytes) return bytes.error();
     ImageData data;
     if (bundle.images()[image].target.kind != ImageKind::Ptx) {
-      data.bytes = std::move(*bytes);
+      data.bytes = std::make_shared<const Bytes>(std::move(*bytes));
       return data;
     }
     Result<PtxModule> ptx = PtxModule::parse(std::string(as_text(*bytes)));
@@ -685,30 +699,24 @@ const Result<LoadedImage>& Module::State::whole_image(int device, std::size_t im
     const Result<ImageData>& loaded = data(image);
     if (!loaded) return loaded.error();
     const ImageTarget& target = bundle.images()[image].target;
-    Path path = aot_path;
-    Bytes compiled;
-    ByteView cubin = loaded->bytes;
-    if (target.kind != ImageKind::Cubin) {
-      // Source compiles for the device's own architecture; PTX keeps its a/f variant.
-      Arch arch{runtime->driver->compute_capability(device),
-                target.kind == ImageKind::Ptx ? target.arch.variant : ArchVariant::Plain};
-      ByteView input = target.kind == ImageKind::Ptx ? as_bytes(loaded->ptx->text()) : ByteView(loaded->bytes);
-      auto jitted = jit(image, input, "", arch, device, bundle.name() + " " + target.name());
-      if (!jitted) return jitted.error();
-      compiled = std::move(jitted->first);
-      cubin = compiled;
-      path = jitted->second;
-    }
-    return load_cubin(*runtime->driver, *modules, device, cubin, path,
-                      target.kind == ImageKind::Cubin ? ParameterTables::ReadFromKeptBytes : ParameterTables::ReadNow);
+    if (target.kind == ImageKind::Cubin) return load_cubin(*runtime->driver, *modules, device, loaded->bytes, aot_path);
+    // Source compiles for the device's own architecture; PTX keeps its a/f variant.
+    Arch arch{runtime->driver->compute_capability(device),
+              target.kind == ImageKind::Ptx ? target.arch.variant : ArchVariant::Plain};
+    ByteView input = target.kind == ImageKind::Ptx ? as_bytes(loaded->ptx->text()) : ByteView(*loaded->bytes);
+    auto jitted = jit(image, input, "", arch, device, bundle.name() + " " + target.name());
+    if (!jitted) return jitted.error();
+    return load_cubin(*runtime->driver, *modules, device, std::make_shared<const Bytes>(std::move(jitted->first)),
+                      jitted->second);
   });
 }
 
 const Module::State::Device::Selected& Module::State::select(std::size_t index, int device) {
   Device& state = devices[static_cast<std::size_t>(device)];
-  return state.slot(state.selections, index).get([&]() -> Device::Selected {
+  const std::span<const std::size_t> candidates = names->candidate_images(index);
+  const std::string_view key(reinterpret_cast<const char*>(candidates.data()), candidates.size_bytes());
+  return state.slot(state.selections, key).get([&]() -> Device::Selected {
     const ComputeCapability cc = runtime->driver->compute_capability(device);
-    const std::span<const std::size_t> candidates = names->candidate_images(index);
     std::vector<ImageTarget> targets;
     targets.reserve(candidates.size());
     for (std::size_t image : candidates) targets.push_back(bundle.images()[image].target);
@@ -750,7 +758,7 @@ void Module::State::load_cached_whole_image(int device, std::size_t image, Arch 
   Device& state = devices[static_cast<std::size_t>(device)];
   // A load that fails leaves its error in the slot, and the kernels go their own way.
   (void)state.slot(state.images, image).get(
-      [&] { return load_cubin(*runtime->driver, *modules, device, *cubin, Path::CacheHit); });
+      [&] { return load_cubin(*runtime->driver, *modules, device, std::make_shared<const Bytes>(std::move(*cubin)), Path::CacheHit); });
 }
 
 const Result<WholeImageRecord>& Module::State::cache_whole_image(int device, std::size_t image, Arch target) {
@@ -847,7 +855,8 @@ Result<Kernel> Module::State::make_kernel(std::size_t index, int device) {
   std::optional<LoadedImage> own;
   if (!whole) {
     if (cached) {
-      Result<LoadedImage> kernel_module = load_cubin(*runtime->driver, *modules, device, *cached, Path::CacheHit);
+      Result<LoadedImage> kernel_module = load_cubin(*runtime->driver, *modules, device,
+                                                     std::make_shared<const Bytes>(std::move(*cached)), Path::CacheHit);
       if (!kernel_module) return failed(std::move(kernel_module).error());
       own = std::move(*kernel_module);
     } else if (target.kind == ImageKind::Ptx && (*loaded)->ptx->splittable()) {
@@ -856,7 +865,8 @@ Result<Kernel> Module::State::make_kernel(std::size_t index, int device) {
       auto jitted = jit(image, as_bytes(*piece), mangled, ptx_arch, device,
                         bundle.name() + " " + target.name() + " " + names->readable(index));
       if (!jitted) return failed(std::move(jitted).error());
-      Result<LoadedImage> kernel_module = load_cubin(*runtime->driver, *modules, device, jitted->first, jitted->second);
+      Result<LoadedImage> kernel_module = load_cubin(
+          *runtime->driver, *modules, device, std::make_shared<const Bytes>(std::move(jitted->first)), jitted->second);
       if (!kernel_module) return failed(std::move(kernel_module).error());
       own = std::move(*kernel_module);
     } else {
@@ -878,13 +888,7 @@ Result<Kernel> Module::State::make_kernel(std::size_t index, int device) {
   state->driver = runtime->driver.get();
   state->context = *context;
   state->function = *function;
-  if (!loaded_image.parameters) {  // a bundle cubin: its bytes are the module's image data
-    if (auto sizes = elf::parameter_sizes((*loaded)->bytes, mangled)) {
-      state->parameter_sizes_known.emplace(std::move(sizes));
-    }
-  } else if (auto sizes = loaded_image.parameters->find(mangled); sizes != loaded_image.parameters->end()) {
-    state->parameter_sizes_known.emplace(std::optional(sizes->second));
-  }
+  state->cubin = loaded_image.cubin;
   state->names = names;
   state->name_index = index;
   state->record = KernelRecord{{}, mangled, device, device_arch, target.name(), path, milliseconds_since(start)};

@@ -1,9 +1,10 @@
 // Fuzz target: any bytes loaded by the runtime, as an application would load a bundle, on two
 // GPUs (9.0 and 8.6) that a do-nothing driver stands for; then kernels looked up by mangled and by
-// readable name, and every kernel made ready. What the runtime builds from a bundle's tables (its
-// kernel index, the readable names), what it reads from images (cubin parameter tables, PTX split
-// per kernel) and selection must give an Error or a kernel, never a crash, a hang or an
-// out-of-bounds read; a kernel found by its readable name must be the kernel of that name.
+// readable name and launched once (no arguments), and every kernel made ready. What the runtime
+// builds from a bundle's tables (its kernel index, the readable names), what it reads from images
+// (cubin parameter tables, PTX split per kernel) and selection must give an Error or a kernel,
+// never a crash, a hang or an out-of-bounds read; a kernel found by its readable name must be the
+// kernel of that name.
 //
 // Input: one mode byte, then the bundle. Mode bit 0 re-seals the checksums first, so that the
 // fuzzer's mutations get past them to the tables and images; bit 1 leaves each image's
@@ -108,6 +109,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       require(!kernel.error().message.empty(), "a kernel error says what failed");
       continue;
     }
+    // The first launch reads the kernel's parameter table from its cubin.
+    const kiln::Result<void> launched = kernel->launch_raw({1, 1, 1}, {1, 1, 1}, 0, nullptr, nullptr, nullptr, 0);
+    if (!launched) require(!launched.error().message.empty(), "a launch error says what failed");
     const std::string readable = kernel->record().kernel;
     const kiln::Result<kiln::Kernel> again = module->kernel(readable, device);
     require(again.ok(), "a kernel is found by the readable name its record gives");
