@@ -15,7 +15,6 @@
 #include <span>
 #include <thread>
 #include <unordered_map>
-#include <unordered_set>
 
 #include "background_work.hpp"
 #include "elf.hpp"
@@ -378,6 +377,9 @@ Result<LoadedImage> load_cubin(Driver& driver, LoadedModules& modules, int devic
   modules.add(device, *module);
   return LoadedImage{*module, path, std::move(cubin)};
 }
+Result<LoadedImage> load_cubin(Driver& driver, LoadedModules& modules, int device, Bytes cubin, Path path) {
+  return load_cubin(driver, modules, device, std::make_shared<const Bytes>(std::move(cubin)), path);
+}
 
 }  // namespace
 
@@ -449,19 +451,14 @@ struct Module::State {
     using Selected = Result<std::pair<std::size_t, Selection>>;  // the image index and why
 
     // The slot for `key` in `slots`, made on first use.
-    template <class T>
-    SingleFlight<T>& slot(std::unordered_map<std::size_t, std::unique_ptr<SingleFlight<T>>>& slots, std::size_t key) {
-      std::lock_guard lock(mutex);
-      std::unique_ptr<SingleFlight<T>>& entry = slots[key];
-      if (!entry) entry = std::make_unique<SingleFlight<T>>();
-      return *entry;
-    }
-    template <class T>
-    SingleFlight<T>& slot(std::unordered_map<std::string, std::unique_ptr<SingleFlight<T>>, StringHash, std::equal_to<>>& slots,
-                          std::string_view key) {
+    template <class Slots, class Key>
+    auto& slot(Slots& slots, const Key& key) {
       std::lock_guard lock(mutex);
       auto found = slots.find(key);
-      if (found == slots.end()) found = slots.emplace(std::string(key), std::make_unique<SingleFlight<T>>()).first;
+      if (found == slots.end()) {
+        using Flight = typename Slots::mapped_type::element_type;
+        found = slots.emplace(typename Slots::key_type(key), std::make_unique<Flight>()).first;
+      }
       return *found->second;
     }
 
@@ -475,7 +472,6 @@ struct Module::State {
         selections;
     // Whole-image compiles into the cache (compile_whole_images, or prepare_all in the background), by image index.
     std::unordered_map<std::size_t, std::unique_ptr<SingleFlight<WholeImageRecord>>> whole_compiles;
-    std::unordered_set<std::size_t> whole_compiles_started;  // in the background, by image index
   };
 
   State(std::shared_ptr<Runtime::State> runtime_in, Bundle bundle_in)
@@ -706,8 +702,7 @@ const Result<LoadedImage>& Module::State::whole_image(int device, std::size_t im
     ByteView input = target.kind == ImageKind::Ptx ? as_bytes(loaded->ptx->text()) : ByteView(*loaded->bytes);
     auto jitted = jit(image, input, "", arch, device, bundle.name() + " " + target.name());
     if (!jitted) return jitted.error();
-    return load_cubin(*runtime->driver, *modules, device, std::make_shared<const Bytes>(std::move(jitted->first)),
-                      jitted->second);
+    return load_cubin(*runtime->driver, *modules, device, std::move(jitted->first), jitted->second);
   });
 }
 
@@ -758,7 +753,7 @@ void Module::State::load_cached_whole_image(int device, std::size_t image, Arch 
   Device& state = devices[static_cast<std::size_t>(device)];
   // A load that fails leaves its error in the slot, and the kernels go their own way.
   (void)state.slot(state.images, image).get(
-      [&] { return load_cubin(*runtime->driver, *modules, device, std::make_shared<const Bytes>(std::move(*cubin)), Path::CacheHit); });
+      [&] { return load_cubin(*runtime->driver, *modules, device, std::move(*cubin), Path::CacheHit); });
 }
 
 const Result<WholeImageRecord>& Module::State::cache_whole_image(int device, std::size_t image, Arch target) {
@@ -772,8 +767,9 @@ void Module::State::compile_whole_images_in_background(int device) {
     if (cached_whole_image(device, image) != nullptr) continue;  // loaded whole: prewarmed, or not splittable
     Device& state = devices[static_cast<std::size_t>(device)];
     {
+      // A slot already made: an earlier prepare_all or compile_whole_images has this image.
       std::lock_guard lock(state.mutex);
-      if (!state.whole_compiles_started.insert(image).second) continue;  // a prepare_all before this one started it
+      if (!state.whole_compiles.try_emplace(image, std::make_unique<SingleFlight<WholeImageRecord>>()).second) continue;
     }
     const bool started = background::start(this, [this, device, image = image, target = target] {
       const Result<WholeImageRecord>& done = cache_whole_image(device, image, target);
@@ -791,8 +787,6 @@ void Module::State::compile_whole_images_in_background(int device) {
     if (!started) {
       runtime->logger.write(LogLevel::Warn, "no thread could be started to compile " + bundle.images()[image].target.name() +
                                                 " whole in the background; the next start loads a module per kernel");
-      std::lock_guard lock(state.mutex);
-      state.whole_compiles_started.erase(image);
     }
   }
 }
@@ -855,8 +849,7 @@ Result<Kernel> Module::State::make_kernel(std::size_t index, int device) {
   std::optional<LoadedImage> own;
   if (!whole) {
     if (cached) {
-      Result<LoadedImage> kernel_module = load_cubin(*runtime->driver, *modules, device,
-                                                     std::make_shared<const Bytes>(std::move(*cached)), Path::CacheHit);
+      Result<LoadedImage> kernel_module = load_cubin(*runtime->driver, *modules, device, std::move(*cached), Path::CacheHit);
       if (!kernel_module) return failed(std::move(kernel_module).error());
       own = std::move(*kernel_module);
     } else if (target.kind == ImageKind::Ptx && (*loaded)->ptx->splittable()) {
@@ -865,8 +858,7 @@ Result<Kernel> Module::State::make_kernel(std::size_t index, int device) {
       auto jitted = jit(image, as_bytes(*piece), mangled, ptx_arch, device,
                         bundle.name() + " " + target.name() + " " + names->readable(index));
       if (!jitted) return failed(std::move(jitted).error());
-      Result<LoadedImage> kernel_module = load_cubin(
-          *runtime->driver, *modules, device, std::make_shared<const Bytes>(std::move(jitted->first)), jitted->second);
+      Result<LoadedImage> kernel_module = load_cubin(*runtime->driver, *modules, device, std::move(jitted->first), jitted->second);
       if (!kernel_module) return failed(std::move(kernel_module).error());
       own = std::move(*kernel_module);
     } else {
