@@ -623,13 +623,18 @@ Result<Kernel> Module::State::kernel(std::size_t index, int device) {
 
 const Result<ImageData>& Module::State::data(std::size_t image) {
   const ImageInfo& info = bundle.images()[image];
-  if (info.duplicate_of) return data(*info.duplicate_of);
+  // A duplicate shares its original's decoded form only where both are read the same way (PTX is
+  // parsed; other kinds are kept as bytes): identical bytes under two kinds make a valid bundle.
+  if (info.duplicate_of && bundle.images()[*info.duplicate_of].target.kind == info.target.kind) {
+    return data(*info.duplicate_of);
+  }
   return image_data[image].get([&]() -> Result<ImageData> {
     // The dictionary comes from this module's own extracted images, so every image of a chain is
-    // decoded once (open() ruled out cycles, so this recursion ends).
+    // decoded once (open() ruled out cycles, so this recursion ends). A duplicate's is its original's.
+    const ImageInfo& stored = bundle.images()[info.duplicate_of.value_or(image)];
     ByteView dictionary;
-    if (info.dictionary) {
-      const Result<ImageData>& primer = data(*info.dictionary);
+    if (stored.dictionary) {
+      const Result<ImageData>& primer = data(*stored.dictionary);
       if (!primer) return primer.error();
       dictionary = primer->ptx ? as_bytes(primer->ptx->text()) : ByteView(*primer->bytes);
     }

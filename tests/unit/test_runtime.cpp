@@ -359,6 +359,29 @@ TEST_F(RuntimeTest, ADamagedImageFailsOnlyTheDeviceThatNeedsIt) {
   EXPECT_NE(on_ampere.error().describe().find("damaged.kiln"), std::string::npos) << on_ampere.error().describe();
 }
 
+// The writer stores identical bytes once whatever their kinds, so a PTX image may be the
+// duplicate of a cubin or source image (or the reverse); each is still read as its own kind.
+// Found by fuzz_runtime, which crashed on a PTX image that was a cubin's duplicate.
+TEST_F(RuntimeTest, ADuplicateOfAnotherKindIsReadAsItsOwnKind) {
+  const Image ptx = ptx_image("compute_80");
+  const Image cubin{*parse_target("sm_86"), kKernels, ptx.bytes};
+  options_.cache_disabled = true;  // each order compiles
+  for (const std::vector<Image>& images : {std::vector<Image>{cubin, ptx}, std::vector<Image>{ptx, cubin}}) {
+    Runtime runtime = make_runtime({kHopper, kAmpere86});
+    Module module = load(runtime, images);
+    const std::size_t duplicate = 1;
+    ASSERT_TRUE(module.bundle().images()[duplicate].duplicate_of.has_value());
+
+    const KernelRecord jitted = kernel_or_fail(module, "add", 0).record();
+    EXPECT_EQ(jitted.path, Path::JitPtx);
+    EXPECT_EQ(jitted.image, "compute_80");
+    // The cubin's bytes (PTX text, not a cubin) reach the driver, which refuses them.
+    Result<Kernel> aot = module.kernel("add", 1);
+    ASSERT_FALSE(aot.ok());
+    EXPECT_NE(aot.error().describe().find("not a fake cubin"), std::string::npos) << aot.error().describe();
+  }
+}
+
 TEST_F(RuntimeTest, ForceJitIgnoresCubins) {
   options_.force_jit = true;
   Runtime runtime = make_runtime({kHopper});
