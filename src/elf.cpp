@@ -268,17 +268,6 @@ Result<CubinInfo> read_cubin(ByteView bytes) {
   return info;
 }
 
-ParameterSizes parameter_sizes(ByteView bytes) {
-  ParameterSizes kernels;
-  visit_kernel_attributes(bytes, [&](std::string_view kernel, ByteView attributes) {
-    if (std::optional<std::vector<std::size_t>> sizes = parameter_sizes_from_attributes(attributes)) {
-      kernels.emplace(kernel, std::move(*sizes));
-    }
-    return true;
-  });
-  return kernels;
-}
-
 std::optional<std::vector<std::size_t>> parameter_sizes(ByteView bytes, std::string_view kernel) {
   std::optional<std::vector<std::size_t>> sizes;
   visit_kernel_attributes(bytes, [&](std::string_view name, ByteView attributes) {

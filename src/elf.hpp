@@ -6,7 +6,6 @@
 #include <optional>
 #include <string>
 #include <string_view>
-#include <unordered_map>
 #include <vector>
 
 #include "kiln/error.hpp"
@@ -24,15 +23,12 @@ struct CubinInfo {
 // Fails, naming the check, on anything that is not a well-formed cubin.
 [[nodiscard]] Result<CubinInfo> read_cubin(ByteView bytes);
 
-// Each kernel's parameter sizes in bytes, in order, by mangled name, as ptxas recorded them in the
-// cubin's `.nv.info.<kernel>` section (EIATTR_KPARAM_INFO): what cuFuncGetParamInfo reports, read
-// without a driver call per parameter. The layout is NVIDIA's and undocumented, so this never
-// fails: a kernel whose table is missing or not self-consistent (ordinals, offsets, and the total
-// in EIATTR_CBANK_PARAM_SIZE) is left out, and the caller asks the driver for that one.
-using ParameterSizes = std::unordered_map<std::string, std::vector<std::size_t>>;
-[[nodiscard]] ParameterSizes parameter_sizes(ByteView cubin);
-// The same for one kernel, reading only its own section: nullopt where its table is missing or
-// not self-consistent.
+// A kernel's parameter sizes in bytes, in order, as ptxas recorded them in the cubin's
+// `.nv.info.<kernel>` section (EIATTR_KPARAM_INFO): what cuFuncGetParamInfo reports, read without
+// a driver call per parameter. Only the kernel's own section is read. The layout is NVIDIA's and
+// undocumented, so this never fails: where the table is missing or not self-consistent (ordinals,
+// offsets, and the total in EIATTR_CBANK_PARAM_SIZE) it gives nullopt, and the caller asks the
+// driver.
 [[nodiscard]] std::optional<std::vector<std::size_t>> parameter_sizes(ByteView cubin, std::string_view kernel);
 
 // The `.entry` names of a PTX module (".visible .entry _Z3addPf(" -> "_Z3addPf"), sorted.

@@ -7,6 +7,7 @@
 #include <array>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <random>
 #include <sstream>
 
@@ -613,13 +614,23 @@ TEST(compiler_elf, ReadsPtxEntries) {
 }
 
 // Sizes as cuFuncGetParamInfo reports them (the GPU test checks the two agree on a real device).
-const elf::ParameterSizes kParameterSizes = {
+using ParameterSizes = std::map<std::string, std::vector<std::size_t>>;
+const ParameterSizes kParameterSizes = {
     {"no_parameters", {}},
     {"scalars", {1, 2, 4, 8, 4, 8, 8}},
     {"by_value", {16, 1, 256, 8}},
     {"_Z4axpyIfEvPT_PKS0_S0_i", {8, 8, 4, 4}},
     {"_Z4axpyIdEvPT_PKS0_S0_i", {8, 8, 8, 4}},
 };
+
+// The tables that read, of the kernels in kParameterSizes.
+ParameterSizes parameter_tables_that_read(ByteView cubin) {
+  ParameterSizes read;
+  for (const auto& [kernel, sizes] : kParameterSizes) {
+    if (auto found = elf::parameter_sizes(cubin, kernel)) read.emplace(kernel, std::move(*found));
+  }
+  return read;
+}
 
 TEST_F(compiler, TheCubinRecordsEachKernelsParameterSizes) {
   CompileOptions options;
@@ -628,10 +639,7 @@ TEST_F(compiler, TheCubinRecordsEachKernelsParameterSizes) {
   ASSERT_TRUE(output) << output.error().describe();
   ASSERT_EQ(output->images.size(), 3u);
   for (const Image& image : output->images) {
-    EXPECT_EQ(elf::parameter_sizes(image.bytes), kParameterSizes) << image.target.name();
-    for (const auto& [kernel, sizes] : kParameterSizes) {
-      EXPECT_EQ(elf::parameter_sizes(image.bytes, kernel), sizes) << image.target.name() << " " << kernel;
-    }
+    EXPECT_EQ(parameter_tables_that_read(image.bytes), kParameterSizes) << image.target.name();
     EXPECT_EQ(elf::parameter_sizes(image.bytes, "scalar"), std::nullopt);  // a name's prefix is not the name
   }
 }
@@ -654,7 +662,7 @@ TEST_F(compiler, AParameterTableThatDoesNotAddUpIsLeftToTheDriver) {
   std::uint32_t flags = load_le<std::uint32_t>(damaged.data() + word);
   flags = (flags & ((1u << 18) - 1)) | ((((flags >> 18) & 0x3fff) * 2) << 18);
   store_le<std::uint32_t>(damaged.data() + word, flags);
-  const elf::ParameterSizes read = elf::parameter_sizes(damaged);
+  const ParameterSizes read = parameter_tables_that_read(damaged);
   EXPECT_EQ(read.size(), kParameterSizes.size() - 1);
   for (const auto& [kernel, sizes] : read) EXPECT_EQ(sizes, kParameterSizes.at(kernel)) << kernel;
 
@@ -665,10 +673,10 @@ TEST_F(compiler, AParameterTableThatDoesNotAddUpIsLeftToTheDriver) {
     Bytes bytes = cubin;
     if (trial % 2 == 0) {
       bytes.resize(random() % cubin.size());
-      for (const auto& [kernel, sizes] : elf::parameter_sizes(bytes)) EXPECT_EQ(sizes, kParameterSizes.at(kernel));
+      for (const auto& [kernel, sizes] : parameter_tables_that_read(bytes)) EXPECT_EQ(sizes, kParameterSizes.at(kernel));
     } else {
       for (int flips = 0; flips < 1 + trial % 4; ++flips) bytes[random() % bytes.size()] = static_cast<std::uint8_t>(random());
-      (void)elf::parameter_sizes(bytes);
+      (void)parameter_tables_that_read(bytes);
     }
   }
 }
