@@ -185,7 +185,57 @@ struct BundleData {
   std::vector<ImageInfo> images;
   std::vector<f::Entry> entries;
   std::vector<std::string_view> refs;  // the string table, viewing `bytes`; images' kernel lists are runs of it
+  KernelIndex index;
 };
+
+// The kernel index of images whose kernel lists are `lists` (an empty list: the image may hold
+// any kernel). Lists that view the same run of names (one source's images, one per architecture)
+// are read once.
+KernelIndex index_kernels(std::span<const std::span<const std::string_view>> lists) {
+  constexpr std::uint32_t kUnlisted = std::numeric_limits<std::uint32_t>::max();
+  std::vector<std::span<const std::string_view>> runs;
+  std::vector<std::uint32_t> run_of_image(lists.size(), kUnlisted);
+  std::map<std::pair<const std::string_view*, std::size_t>, std::uint32_t> run_numbers;
+  for (std::size_t image = 0; image < lists.size(); ++image) {
+    if (lists[image].empty()) continue;
+    auto [found, added] = run_numbers.try_emplace(std::pair(lists[image].data(), lists[image].size()),
+                                                  static_cast<std::uint32_t>(runs.size()));
+    if (added) runs.push_back(lists[image]);
+    run_of_image[image] = found->second;
+  }
+  KernelIndex index;
+  for (const auto& run : runs) index.names.insert(index.names.end(), run.begin(), run.end());
+  std::sort(index.names.begin(), index.names.end());
+  index.names.erase(std::unique(index.names.begin(), index.names.end()), index.names.end());
+
+  std::vector<std::vector<std::uint32_t>> run_kernels(runs.size());
+  for (std::size_t run = 0; run < runs.size(); ++run) {
+    for (std::string_view name : runs[run]) {
+      const auto at = std::lower_bound(index.names.begin(), index.names.end(), name);
+      run_kernels[run].push_back(static_cast<std::uint32_t>(at - index.names.begin()));
+    }
+    std::sort(run_kernels[run].begin(), run_kernels[run].end());  // a list may name a kernel twice
+    run_kernels[run].erase(std::unique(run_kernels[run].begin(), run_kernels[run].end()), run_kernels[run].end());
+  }
+  // Compressed rows: count each kernel's candidates, then fill them in image order (ascending).
+  const std::size_t kernels = index.names.size();
+  auto each_candidate = [&](auto&& visit) {
+    for (std::size_t image = 0; image < lists.size(); ++image) {
+      if (run_of_image[image] == kUnlisted) {
+        for (std::size_t kernel = 0; kernel < kernels; ++kernel) visit(kernel, image);
+      } else {
+        for (std::uint32_t kernel : run_kernels[run_of_image[image]]) visit(kernel, image);
+      }
+    }
+  };
+  index.first_candidate.assign(kernels + 1, 0);
+  each_candidate([&](std::size_t kernel, std::size_t) { ++index.first_candidate[kernel + 1]; });
+  for (std::size_t kernel = 0; kernel < kernels; ++kernel) index.first_candidate[kernel + 1] += index.first_candidate[kernel];
+  index.candidates.resize(index.first_candidate.back());
+  std::vector<std::uint32_t> next(index.first_candidate.begin(), index.first_candidate.end() - 1);
+  each_candidate([&](std::size_t kernel, std::size_t image) { index.candidates[next[kernel]++] = static_cast<std::uint32_t>(image); });
+  return index;
+}
 }  // namespace
 
 struct Bundle::State : BundleData {};
@@ -211,8 +261,8 @@ class Parser {
   Parser(ByteView available, BundleData& state, OpenCheck check) : available_(available), state_(state), check_(check) {}
 
   Result<void> run() {
-    for (auto step : {&Parser::check_header, &Parser::check_checksums, &Parser::check_sections,
-                      &Parser::read_refs, &Parser::read_metadata, &Parser::read_entries, &Parser::check_overlaps}) {
+    for (auto step : {&Parser::check_header, &Parser::check_checksums, &Parser::check_sections, &Parser::read_refs,
+                      &Parser::read_metadata, &Parser::read_entries, &Parser::check_overlaps, &Parser::read_kernel_index}) {
       if (auto done = (this->*step)(); !done) return done;
     }
     return {};
@@ -315,8 +365,8 @@ class Parser {
     const std::uint64_t total = header_.total_size;
     const bool v1_tables_checksum_set =
         header_.format_version < f::kFirstVersionWithTablesChecksum && header_.tables_checksum != 0;
-    if (header_.reserved0 != 0 || v1_tables_checksum_set ||
-        std::any_of(std::begin(header_.reserved1), std::end(header_.reserved1), [](std::uint8_t byte) { return byte != 0; })) {
+    const bool has_index = header_.format_version >= f::kFirstVersionWithKernelIndex;
+    if (v1_tables_checksum_set || (!has_index && (header_.kernel_count != 0 || header_.index_offset != 0))) {
       return fail("reserved header bytes are not zero", kHintMalformed);
     }
     if (header_.entry_size != f::kEntrySize) {
@@ -341,12 +391,24 @@ class Parser {
       std::uint64_t size;
       std::uint64_t alignment;
     };
-    const Section sections[] = {
+    std::vector<Section> sections = {
         {"entry table", header_.entries_offset, entries_size, f::kSectionAlignment},
         {"string refs", header_.refs_offset, refs_size, f::kSectionAlignment},
         {"string bytes", header_.strings_offset, header_.strings_size, f::kSectionAlignment},
-        {"image data", header_.data_offset, header_.data_size, f::kImageAlignment},
     };
+    if (has_index) {
+      // The index's size depends on its head: the head must be there to be read.
+      if (!f::checked_range(header_.index_offset, f::kIndexHeadSize, total)) {
+        return fail("kernel index at " + hex(header_.index_offset) + " runs past the end of the bundle (" +
+                        plural(total, "byte") + ")",
+                    kHintMalformed);
+      }
+      index_head_ = f::decode<f::IndexHead>(state_.bytes.data() + header_.index_offset);
+      const std::uint64_t index_size = f::kIndexHeadSize + std::uint64_t{header_.kernel_count} * f::kIndexEntrySize +
+                                       std::uint64_t{index_head_.candidate_count} * f::kCandidateSize;
+      sections.push_back({"kernel index", header_.index_offset, index_size, f::kSectionAlignment});
+    }
+    sections.push_back({"image data", header_.data_offset, header_.data_size, f::kImageAlignment});
     std::uint64_t previous_end = f::kHeaderSize;
     const char* previous_name = "header";
     for (const Section& section : sections) {
@@ -617,6 +679,72 @@ class Parser {
     return {};
   }
 
+  // Version 4 carries the index: each entry and candidate is checked, and a tool's whole-file check
+  // also compares it with the images' lists. Older versions: worked out from the lists.
+  Result<void> read_kernel_index() {
+    std::vector<std::span<const std::string_view>> lists;
+    lists.reserve(state_.images.size());
+    for (const ImageInfo& image : state_.images) lists.push_back(image.kernels);
+    if (header_.format_version < f::kFirstVersionWithKernelIndex) {
+      state_.index = index_kernels(lists);
+      return {};
+    }
+    if (index_head_.reserved != 0) return fail("kernel index: reserved bytes are not zero", kHintMalformed);
+    KernelIndex& index = state_.index;
+    const std::uint8_t* entries = state_.bytes.data() + header_.index_offset + f::kIndexHeadSize;
+    const std::uint8_t* candidates = entries + std::size_t{header_.kernel_count} * f::kIndexEntrySize;
+    index.names.reserve(header_.kernel_count);
+    index.first_candidate.reserve(std::size_t{header_.kernel_count} + 1);
+    index.first_candidate.push_back(0);
+    std::uint64_t used = 0;
+    for (std::uint32_t k = 0; k < header_.kernel_count; ++k) {
+      const auto entry = f::decode<f::IndexEntry>(entries + std::size_t{k} * f::kIndexEntrySize);
+      const std::string where = "kernel index entry " + std::to_string(k);
+      if (entry.reserved != 0) return fail(where + ": reserved bytes are not zero", kHintMalformed);
+      if (entry.name_ref >= state_.refs.size() || state_.refs[entry.name_ref].empty()) {
+        return fail(where + ": its name, string ref " + std::to_string(entry.name_ref) + ", is empty or past the " +
+                        plural(state_.refs.size(), "string ref"),
+                    kHintMalformed);
+      }
+      const std::string_view name = state_.refs[entry.name_ref];
+      if (k > 0 && !(index.names.back() < name)) {
+        return fail(where + " (" + std::string(name) + ") does not sort after the entry before it (" +
+                        std::string(index.names.back()) + "): the index lists each name once, in order",
+                    kHintMalformed);
+      }
+      if (entry.first_candidate != used || entry.candidates > index_head_.candidate_count - used) {
+        return fail(where + ": candidates " + std::to_string(entry.first_candidate) + " + " +
+                        std::to_string(entry.candidates) + " do not follow the entry before it's (which end at " +
+                        std::to_string(used) + ") within the index's " + std::to_string(index_head_.candidate_count),
+                    kHintMalformed);
+      }
+      used += entry.candidates;
+      index.names.push_back(name);
+      index.first_candidate.push_back(static_cast<std::uint32_t>(used));
+    }
+    if (used != index_head_.candidate_count) {
+      return fail("kernel index: its entries use " + std::to_string(used) + " of its " +
+                      std::to_string(index_head_.candidate_count) + " candidates",
+                  kHintMalformed);
+    }
+    index.candidates.resize(index_head_.candidate_count);
+    for (std::uint32_t k = 0; k < header_.kernel_count; ++k) {
+      for (std::uint32_t i = index.first_candidate[k]; i < index.first_candidate[k + 1]; ++i) {
+        const std::uint32_t image = f::load_le<std::uint32_t>(candidates + std::size_t{i} * f::kCandidateSize);
+        if (image >= header_.image_count || (i > index.first_candidate[k] && image <= index.candidates[i - 1])) {
+          return fail("kernel index entry " + std::to_string(k) + " (" + std::string(index.names[k]) + "): candidate image " +
+                          std::to_string(image) + " is not an image or not after the one before it",
+                      kHintMalformed);
+        }
+        index.candidates[i] = image;
+      }
+    }
+    if (check_ == OpenCheck::WholeFile && index != index_kernels(lists)) {
+      return fail("the kernel index does not match the images' lists of kernel names", kHintMalformed);
+    }
+    return {};
+  }
+
   struct StoredRange {
     std::uint64_t offset;
     std::uint64_t size;
@@ -627,6 +755,7 @@ class Parser {
   BundleData& state_;
   OpenCheck check_;
   f::Header header_{};
+  f::IndexHead index_head_{};  // version 4
   std::vector<std::uint32_t> depth_;  // dictionary chain length of each image
   std::vector<StoredRange> stored_ranges_;
   std::uint64_t name_references_ = 0;
@@ -688,6 +817,13 @@ const std::string& Bundle::name() const noexcept { return state_of(state_.get())
 std::uint32_t Bundle::format_version() const noexcept { return state_of(state_.get()).version; }
 const BundleMetadata& Bundle::metadata() const noexcept { return state_of(state_.get()).metadata; }
 const std::vector<ImageInfo>& Bundle::images() const noexcept { return state_of(state_.get()).images; }
+const KernelIndex& Bundle::kernel_index() const noexcept { return state_of(state_.get()).index; }
+
+std::optional<std::size_t> KernelIndex::find(std::string_view mangled) const {
+  const auto at = std::lower_bound(names.begin(), names.end(), mangled);
+  if (at == names.end() || *at != mangled) return std::nullopt;
+  return static_cast<std::size_t>(at - names.begin());
+}
 std::uint64_t Bundle::file_size() const noexcept { return state_of(state_.get()).bytes.size(); }
 
 std::vector<ImageTarget> Bundle::targets() const {
@@ -912,14 +1048,17 @@ Result<std::vector<std::pair<std::string, std::string>>> final_metadata(const Bu
 class StringTable {
  public:
   std::uint32_t ref(const std::string& text) {
-    auto [it, inserted] = offsets_.try_emplace(text, static_cast<std::uint32_t>(bytes_.size()));
+    const auto number = static_cast<std::uint32_t>(refs_.size());
+    auto [it, inserted] = stored_.try_emplace(text, Stored{static_cast<std::uint32_t>(bytes_.size()), number});
     if (inserted) {
       bytes_.insert(bytes_.end(), text.begin(), text.end());
       bytes_.push_back(0);
     }
-    refs_.push_back({it->second, static_cast<std::uint32_t>(text.size())});
-    return static_cast<std::uint32_t>(refs_.size() - 1);
+    refs_.push_back({it->second.offset, static_cast<std::uint32_t>(text.size())});
+    return number;
   }
+  // The first ref made of `text`, which must have been made.
+  [[nodiscard]] std::uint32_t first_ref(std::string_view text) const { return stored_.find(text)->second.first_ref; }
 
   // The first ref of a contiguous run naming `names`; identical lists share one run.
   std::uint32_t list(const std::vector<std::string>& names) {
@@ -936,7 +1075,11 @@ class StringTable {
   [[nodiscard]] const Bytes& bytes() const { return bytes_; }
 
  private:
-  std::map<std::string, std::uint32_t> offsets_;
+  struct Stored {
+    std::uint32_t offset;     // in bytes_
+    std::uint32_t first_ref;
+  };
+  std::map<std::string, Stored, std::less<>> stored_;
   std::map<std::vector<std::string>, std::uint32_t> lists_;
   std::vector<f::StringRef> refs_;
   Bytes bytes_;
@@ -1047,11 +1190,21 @@ Result<std::vector<StoredImage>> compress_images(const std::vector<Image>& image
   return stored;
 }
 
-// The oldest version that expresses the bundle: one that uses nothing newer is written byte for
-// byte as before (goldens, reproducible rebuilds) and still reads with the kiln before.
-std::uint32_t oldest_version_for(const std::vector<f::Entry>& entries) {
-  const bool uses_lz4 = std::any_of(entries.begin(), entries.end(), [](const f::Entry& entry) { return entry.codec == f::kCodecLz4; });
-  return uses_lz4 ? f::kFirstVersionWithLz4 : f::kFirstVersionWithTablesChecksum;
+// The kernel index section's bytes (bundle_format.hpp: IndexHead, entries, candidates).
+Bytes encode_kernel_index(const KernelIndex& index, const StringTable& strings) {
+  Bytes bytes(f::kIndexHeadSize + index.names.size() * f::kIndexEntrySize + index.candidates.size() * f::kCandidateSize);
+  f::encode(f::IndexHead{static_cast<std::uint32_t>(index.candidates.size()), 0}, bytes.data());
+  std::uint8_t* entries = bytes.data() + f::kIndexHeadSize;
+  for (std::size_t k = 0; k < index.names.size(); ++k) {
+    const f::IndexEntry entry{strings.first_ref(index.names[k]), index.first_candidate[k],
+                              index.first_candidate[k + 1] - index.first_candidate[k], 0};
+    f::encode(entry, entries + k * f::kIndexEntrySize);
+  }
+  std::uint8_t* candidates = entries + index.names.size() * f::kIndexEntrySize;
+  for (std::size_t i = 0; i < index.candidates.size(); ++i) {
+    f::store_le<std::uint32_t>(candidates + i * f::kCandidateSize, index.candidates[i]);
+  }
+  return bytes;
 }
 
 }  // namespace
@@ -1118,17 +1271,27 @@ Result<Bytes> write_bundle(const std::vector<Image>& images, const BundleMetadat
     entry.names_first_ref = strings.list(images[i].kernels);
     entry.names_count = static_cast<std::uint32_t>(images[i].kernels.size());
   }
-  header.format_version = oldest_version_for(entries);
+  header.format_version = f::kFormatVersion;
   if (strings.bytes().size() > std::numeric_limits<std::uint32_t>::max()) {
     return writer_error("the kernel names and metadata total more than 4 GiB");
   }
+  std::vector<std::vector<std::string_view>> name_views(images.size());
+  std::vector<std::span<const std::string_view>> lists(images.size());
+  for (std::size_t i = 0; i < images.size(); ++i) {
+    name_views[i].assign(images[i].kernels.begin(), images[i].kernels.end());
+    lists[i] = name_views[i];
+  }
+  const KernelIndex index = index_kernels(lists);
+  const Bytes index_bytes = encode_kernel_index(index, strings);
+  header.kernel_count = static_cast<std::uint32_t>(index.names.size());
 
   header.entries_offset = f::kHeaderSize;
   header.refs_offset = header.entries_offset + std::uint64_t{f::kEntrySize} * images.size();
   header.ref_count = static_cast<std::uint32_t>(strings.refs().size());
   header.strings_offset = header.refs_offset + std::uint64_t{f::kStringRefSize} * strings.refs().size();
   header.strings_size = strings.bytes().size();
-  header.data_offset = f::align_up(header.strings_offset + header.strings_size, f::kImageAlignment);
+  header.index_offset = f::align_up(header.strings_offset + header.strings_size, f::kSectionAlignment);
+  header.data_offset = f::align_up(header.index_offset + index_bytes.size(), f::kImageAlignment);
   std::uint64_t data_end = header.data_offset;
   for (std::size_t i = 0; i < images.size(); ++i) {
     if (duplicate_of[i] != f::kNoImage) continue;
@@ -1155,6 +1318,7 @@ Result<Bytes> write_bundle(const std::vector<Image>& images, const BundleMetadat
     f::encode(strings.refs()[i], out.data() + header.refs_offset + i * f::kStringRefSize);
   }
   std::copy(strings.bytes().begin(), strings.bytes().end(), out.begin() + static_cast<std::ptrdiff_t>(header.strings_offset));
+  std::copy(index_bytes.begin(), index_bytes.end(), out.begin() + static_cast<std::ptrdiff_t>(header.index_offset));
 
   header.tables_checksum = checksum64(ByteView(out).subspan(f::kHeaderSize, header.data_offset - f::kHeaderSize));
   header.content_checksum = checksum64(ByteView(out).subspan(f::kHeaderSize));

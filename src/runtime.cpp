@@ -79,10 +79,10 @@ std::string_view function_identifier(std::string_view name) {
   return name.substr(start, end - start);
 }
 
-// The bundle's kernels in first-seen order and the images that hold each. Lookups by mangled
-// name need nothing more; readable spellings are made on need, because demangling every name costs
-// more than loading the one kernel that a start needs (and a library of many kernels would pay
-// that at every start).
+// The bundle's kernels, numbered as its kernel index sorts them, and the images that hold each.
+// Lookups by mangled name need nothing more; readable spellings are made on need, because
+// demangling every name costs more than loading the one kernel that a start needs (and a library
+// of many kernels would pay that at every start).
 class KernelNames {
  public:
   struct Spelling {
@@ -107,83 +107,16 @@ class KernelNames {
     std::vector<std::string> demangled;   // of each, for the message that lists them
   };
 
-  // Keeps `bundle` (its state is shared, not copied): the names are views of its strings. Images
-  // compiled from the same sources list the same kernels, and the bundle stores such a list once,
-  // so each distinct list is read once however many architectures share it.
-  explicit KernelNames(const Bundle& bundle) : bundle_(bundle) {
-    const std::vector<ImageInfo>& images = bundle_.images();
-    // Images whose lists view the same run of the table, grouped by sorting: no map of lists.
-    std::vector<std::size_t> listed;
-    for (std::size_t image = 0; image < images.size(); ++image) {
-      if (!images[image].kernels.empty()) listed.push_back(image);  // an empty list: may hold any kernel
-    }
-    auto run_of = [&](std::size_t image) {
-      return std::pair(images[image].kernels.data(), images[image].kernels.size());
-    };
-    std::stable_sort(listed.begin(), listed.end(), [&](std::size_t a, std::size_t b) {
-      return std::less<>{}(run_of(a), run_of(b));
-    });
-    std::size_t name_count = 0;
-    for (std::size_t i = 0; i < listed.size(); ++i) {
-      if (i == 0 || run_of(listed[i]) != run_of(listed[i - 1])) name_count += images[listed[i]].kernels.size();
-    }
-    by_mangled_.reserve(name_count);
-    std::vector<std::size_t> list_of_image(images.size(), kUnlisted);
-    std::size_t list_count = 0;
-    for (std::size_t i = 0; i < listed.size(); ++i) {
-      const bool same = i > 0 && run_of(listed[i]) == run_of(listed[i - 1]);
-      list_of_image[listed[i]] = same ? list_of_image[listed[i - 1]] : list_count++;
-    }
-    // Each list's kernels, in image order so that kernels are numbered as first seen.
-    std::vector<std::pair<std::size_t, std::size_t>> list_range(list_count, {0, 0});  // into list_kernels
-    std::vector<bool> expanded(list_count, false);
-    std::vector<std::size_t> list_kernels;
-    list_kernels.reserve(name_count);
-    for (std::size_t image = 0; image < images.size(); ++image) {
-      const std::size_t list = list_of_image[image];
-      if (list == kUnlisted || expanded[list]) continue;
-      expanded[list] = true;
-      list_range[list].first = list_kernels.size();
-      for (std::string_view name : images[image].kernels) {
-        auto [found, added] = by_mangled_.emplace(name, mangled_.size());
-        if (added) mangled_.push_back(name);
-        list_kernels.push_back(found->second);
-      }
-      list_range[list].second = list_kernels.size();
-    }
-    // candidate_images() as one flat array (CSR): count, offset, fill in image order.
-    std::vector<std::size_t> count(mangled_.size() + 1, 0);
-    for (std::size_t image = 0; image < images.size(); ++image) {
-      const std::size_t list = list_of_image[image];
-      if (list == kUnlisted) {
-        for (std::size_t kernel = 0; kernel < mangled_.size(); ++kernel) ++count[kernel + 1];
-      } else {
-        for (std::size_t i = list_range[list].first; i < list_range[list].second; ++i) ++count[list_kernels[i] + 1];
-      }
-    }
-    for (std::size_t kernel = 0; kernel < mangled_.size(); ++kernel) count[kernel + 1] += count[kernel];
-    image_first_ = count;
-    image_of_.resize(count.back());
-    for (std::size_t image = 0; image < images.size(); ++image) {
-      const std::size_t list = list_of_image[image];
-      if (list == kUnlisted) {
-        for (std::size_t kernel = 0; kernel < mangled_.size(); ++kernel) image_of_[count[kernel]++] = image;
-      } else {
-        for (std::size_t i = list_range[list].first; i < list_range[list].second; ++i) image_of_[count[list_kernels[i]]++] = image;
-      }
-    }
-  }
+  // Keeps `bundle` (its state is shared, not copied): the names are views of its strings, and a
+  // kernel's number is its place in the bundle's kernel index (sorted by mangled name).
+  explicit KernelNames(const Bundle& bundle) : bundle_(bundle), index_(bundle_.kernel_index()), mangled_(index_.names) {}
 
   [[nodiscard]] std::size_t size() const noexcept { return mangled_.size(); }
   [[nodiscard]] std::string_view mangled(std::size_t index) const { return mangled_[index]; }
-  [[nodiscard]] std::optional<std::size_t> find_mangled(std::string_view name) const {
-    auto found = by_mangled_.find(name);
-    if (found == by_mangled_.end()) return std::nullopt;
-    return found->second;
-  }
+  [[nodiscard]] std::optional<std::size_t> find_mangled(std::string_view name) const { return index_.find(name); }
   // The images that may hold this kernel (those that list it and those that list none), in bundle order.
-  [[nodiscard]] std::span<const std::size_t> candidate_images(std::size_t index) const {
-    return std::span<const std::size_t>(image_of_).subspan(image_first_[index], image_first_[index + 1] - image_first_[index]);
+  [[nodiscard]] std::span<const std::uint32_t> candidate_images(std::size_t index) const {
+    return index_.candidates_of(index);
   }
   [[nodiscard]] const Spellings& spellings() const {
     std::call_once(spelled_, [this] {
@@ -229,7 +162,6 @@ class KernelNames {
   }
 
  private:
-  static constexpr std::size_t kUnlisted = static_cast<std::size_t>(-1);
   static constexpr unsigned kScansBeforeSpellingAll = 32;
 
   // The kernels whose mangled name spells `identifier` as a source name ("3add"), demangled.
@@ -303,10 +235,8 @@ class KernelNames {
   }
 
   Bundle bundle_;
-  std::vector<std::string_view> mangled_;  // into bundle_'s string table
-  std::unordered_map<std::string_view, std::size_t> by_mangled_;
-  std::vector<std::size_t> image_first_;  // kernel k's candidate images: image_of_[image_first_[k], image_first_[k + 1])
-  std::vector<std::size_t> image_of_;
+  const KernelIndex& index_;                      // bundle_'s
+  const std::vector<std::string_view>& mangled_;  // index_.names: views of bundle_'s string table
   mutable std::once_flag spelled_;
   mutable Spellings spellings_;
   mutable std::atomic<bool> spelled_all_{false};  // spellings_ is made
@@ -713,7 +643,7 @@ const Result<LoadedImage>& Module::State::whole_image(int device, std::size_t im
 
 const Module::State::Device::Selected& Module::State::select(std::size_t index, int device) {
   Device& state = devices[static_cast<std::size_t>(device)];
-  const std::span<const std::size_t> candidates = names->candidate_images(index);
+  const std::span<const std::uint32_t> candidates = names->candidate_images(index);
   const std::string_view key(reinterpret_cast<const char*>(candidates.data()), candidates.size_bytes());
   return state.slot(state.selections, key).get([&]() -> Device::Selected {
     const ComputeCapability cc = runtime->driver->compute_capability(device);
@@ -986,6 +916,7 @@ void Module::wait_for_background_compiles() const { background::wait(state_.get(
 std::vector<std::string> Module::kernel_names() const {
   std::vector<std::string> readable;
   for (const KernelNames::Spelling& name : state_->names->spellings().by_index) readable.push_back(name.readable);
+  std::sort(readable.begin(), readable.end());
   return readable;
 }
 

@@ -73,6 +73,22 @@ struct ImageInfo {
   std::optional<std::size_t> dictionary;    // the earlier image whose raw bytes prime this one's zstd frame
 };
 
+// Every kernel of a bundle once, sorted by mangled name, with its candidates: the images that list
+// it and those that list no kernels (which may hold any), in bundle order. Version 4 bundles carry
+// it, so open() only checks and decodes it; for older ones open() works it out from the lists.
+struct KernelIndex {
+  std::vector<std::string_view> names;         // sorted, distinct; views of the bundle's string table
+  std::vector<std::uint32_t> first_candidate;  // kernel k's: candidates[first_candidate[k], first_candidate[k + 1])
+  std::vector<std::uint32_t> candidates;
+
+  [[nodiscard]] std::span<const std::uint32_t> candidates_of(std::size_t kernel) const {
+    return std::span<const std::uint32_t>(candidates).subspan(first_candidate[kernel],
+                                                              first_candidate[kernel + 1] - first_candidate[kernel]);
+  }
+  [[nodiscard]] std::optional<std::size_t> find(std::string_view mangled) const;  // a binary search
+  friend bool operator==(const KernelIndex&, const KernelIndex&) = default;
+};
+
 // How much of a bundle open() reads to check it. Every header field, table entry, offset and
 // size is checked either way; the difference is what the checksums cover at open.
 enum class OpenCheck {
@@ -99,6 +115,7 @@ class Bundle {
   [[nodiscard]] std::uint32_t format_version() const noexcept;
   [[nodiscard]] const BundleMetadata& metadata() const noexcept;
   [[nodiscard]] const std::vector<ImageInfo>& images() const noexcept;
+  [[nodiscard]] const KernelIndex& kernel_index() const noexcept;
   [[nodiscard]] std::vector<ImageTarget> targets() const;
   [[nodiscard]] std::uint64_t file_size() const noexcept;
 

@@ -7,6 +7,7 @@
 //   [ entry table   ]  image_count entries of entry_size bytes, one per image
 //   [ string refs   ]  ref_count {offset, length} pairs into the string bytes
 //   [ string bytes  ]  kernel names and metadata keys/values, each stored once, NUL-terminated
+//   [ kernel index  ]  v4: every kernel name once, sorted, with the images that may hold it
 //   [ image data    ]  stored (possibly compressed) images, each at a multiple of kImageAlignment
 //   [ zero padding  ]  up to total_size, a multiple of kBundleAlignment, so bundles concatenate
 //
@@ -28,9 +29,7 @@ namespace kiln::format {
 
 inline constexpr std::array<std::uint8_t, 8> kMagic = {'K', 'I', 'L', 'N', 'B', 'N', 'D', 'L'};
 
-// The newest format version: the newest this reader understands. The writer writes the oldest
-// version that can express a bundle (a bundle with no lz4 image is version 2), so that bundles
-// that use nothing new stay byte for byte what they were and older readers keep reading them.
+// The newest format version: the newest this reader understands, and the one the writer writes.
 //
 // THE RULE: any change to the layout or to the meaning of a field (a new field, a new codec, a
 // new check that old files could fail) bumps kFormatVersion and adds a golden bundle of the new
@@ -42,10 +41,13 @@ inline constexpr std::array<std::uint8_t, 8> kMagic = {'K', 'I', 'L', 'N', 'B', 
 // Versions: 1, the first. 2 adds tables_checksum (in what v1 reserved), so a reader can check the
 // header and tables alone and each image as it is extracted, without reading the whole bundle.
 // 3 adds codec lz4 (kCodecLz4), an LZ4 block that decodes several times faster than zstd.
-inline constexpr std::uint32_t kFormatVersion = 3;
+// 4 adds the kernel index (in what v1 to v3 reserved): a reader finds a kernel and the images that
+// may hold it by a binary search, instead of indexing every image's list of names at each start.
+inline constexpr std::uint32_t kFormatVersion = 4;
 inline constexpr std::uint32_t kOldestReadableVersion = 1;
 inline constexpr std::uint32_t kFirstVersionWithTablesChecksum = 2;
 inline constexpr std::uint32_t kFirstVersionWithLz4 = 3;
+inline constexpr std::uint32_t kFirstVersionWithKernelIndex = 4;
 
 inline constexpr std::uint64_t kBundleAlignment = 8;  // total_size, and so the start of a concatenated bundle
 inline constexpr std::uint64_t kSectionAlignment = 8; // entries, refs, string bytes
@@ -97,13 +99,13 @@ struct Header {
   std::uint32_t ref_count;           //  64
   std::uint32_t metadata_count;      //  68  key/value pairs: refs [metadata_first_ref, +2*count)
   std::uint32_t metadata_first_ref;  //  72
-  std::uint32_t reserved0;           //  76  0
+  std::uint32_t kernel_count;        //  76  v4: entries in the kernel index; v1-v3: 0
   std::uint64_t strings_offset;      //  80  string bytes
   std::uint64_t strings_size;        //  88
   std::uint64_t data_offset;         //  96  image data area; a multiple of kImageAlignment
   std::uint64_t data_size;           // 104
   std::uint64_t tables_checksum;     // 112  v2: checksum64 of bytes [header_size, data_offset); v1: 0
-  std::uint8_t reserved1[8];         // 120  0
+  std::uint64_t index_offset;        // 120  v4: the kernel index section; v1-v3: 0
 };
 inline constexpr std::size_t kHeaderSize = 128;
 
@@ -133,13 +135,36 @@ struct StringRef {
 };
 inline constexpr std::size_t kStringRefSize = 8;
 
+// The kernel index section (v4), at index_offset, after the string bytes and before the image data:
+//   IndexHead, then kernel_count IndexEntry records sorted by name (bytewise, a prefix first; each
+//   name once), then candidate_count image numbers (uint32 each): every kernel's candidates, the
+//   images that list it or list no kernels, in ascending order.
+struct IndexHead {
+  std::uint32_t candidate_count;     //   0  image numbers after the entries
+  std::uint32_t reserved;            //   4  0
+};
+inline constexpr std::size_t kIndexHeadSize = 8;
+
+struct IndexEntry {
+  std::uint32_t name_ref;            //   0  the kernel's mangled name: a string ref
+  std::uint32_t first_candidate;     //   4  its candidates: [first_candidate, +candidates) of the image numbers
+  std::uint32_t candidates;          //   8
+  std::uint32_t reserved;            //  12  0
+};
+inline constexpr std::size_t kIndexEntrySize = 16;
+inline constexpr std::size_t kCandidateSize = 4;
+
 static_assert(std::is_standard_layout_v<Header> && sizeof(Header) == kHeaderSize,
               "Header must have exactly the documented fields, no padding");
 static_assert(std::is_standard_layout_v<Entry> && sizeof(Entry) == kEntrySize,
               "Entry must have exactly the documented fields, no padding");
 static_assert(std::is_standard_layout_v<StringRef> && sizeof(StringRef) == kStringRefSize,
               "StringRef must have exactly the documented fields, no padding");
-static_assert(offsetof(Header, reserved1) + sizeof(Header::reserved1) == kHeaderSize);
+static_assert(std::is_standard_layout_v<IndexHead> && sizeof(IndexHead) == kIndexHeadSize,
+              "IndexHead must have exactly the documented fields, no padding");
+static_assert(std::is_standard_layout_v<IndexEntry> && sizeof(IndexEntry) == kIndexEntrySize,
+              "IndexEntry must have exactly the documented fields, no padding");
+static_assert(offsetof(Header, index_offset) + sizeof(Header::index_offset) == kHeaderSize);
 static_assert(offsetof(Entry, names_count) + sizeof(Entry::names_count) == kEntrySize);
 static_assert(offsetof(Header, header_checksum) == 24, "docs/bundle-format.md names this offset");
 
@@ -161,13 +186,13 @@ constexpr void visit_fields(HeaderRef& h, Visit&& visit) {
   visit(h.ref_count, offsetof(Header, ref_count));
   visit(h.metadata_count, offsetof(Header, metadata_count));
   visit(h.metadata_first_ref, offsetof(Header, metadata_first_ref));
-  visit(h.reserved0, offsetof(Header, reserved0));
+  visit(h.kernel_count, offsetof(Header, kernel_count));
   visit(h.strings_offset, offsetof(Header, strings_offset));
   visit(h.strings_size, offsetof(Header, strings_size));
   visit(h.data_offset, offsetof(Header, data_offset));
   visit(h.data_size, offsetof(Header, data_size));
   visit(h.tables_checksum, offsetof(Header, tables_checksum));
-  visit(h.reserved1, offsetof(Header, reserved1));
+  visit(h.index_offset, offsetof(Header, index_offset));
 }
 
 template <class EntryRef, class Visit>
@@ -197,11 +222,27 @@ constexpr void visit_fields(RefRef& r, Visit&& visit) {
   visit(r.length, offsetof(StringRef, length));
 }
 
+template <class HeadRef, class Visit>
+  requires std::is_same_v<std::remove_const_t<HeadRef>, IndexHead>
+constexpr void visit_fields(HeadRef& h, Visit&& visit) {
+  visit(h.candidate_count, offsetof(IndexHead, candidate_count));
+  visit(h.reserved, offsetof(IndexHead, reserved));
+}
+
+template <class IndexEntryRef, class Visit>
+  requires std::is_same_v<std::remove_const_t<IndexEntryRef>, IndexEntry>
+constexpr void visit_fields(IndexEntryRef& e, Visit&& visit) {
+  visit(e.name_ref, offsetof(IndexEntry, name_ref));
+  visit(e.first_candidate, offsetof(IndexEntry, first_candidate));
+  visit(e.candidates, offsetof(IndexEntry, candidates));
+  visit(e.reserved, offsetof(IndexEntry, reserved));
+}
+
 // Little-endian load/store of one value: kiln/little_endian.hpp.
 using kiln::load_le;
 using kiln::store_le;
 
-// Decodes a record (Header, Entry, StringRef) from `bytes`, which holds at least sizeof(Record).
+// Decodes a record (Header, Entry, StringRef, IndexHead, IndexEntry) from `bytes`, which holds at least sizeof(Record).
 template <class Record>
 constexpr Record decode(const std::uint8_t* bytes) noexcept {
   Record record{};

@@ -108,7 +108,7 @@ class Module {
   Result<std::vector<WholeImageRecord>> compile_whole_images(int device = -1) const;
   // Returns once the whole-image compiles that prepare_all started in the background are done.
   void wait_for_background_compiles() const;
-  // Every kernel name the bundle lists (readable).
+  // Every kernel name the bundle lists (readable), sorted.
   [[nodiscard]] std::vector<std::string> kernel_names() const;
   [[nodiscard]] std::vector<KernelRecord> records() const;
   [[nodiscard]] const Bundle& bundle() const;

@@ -79,15 +79,14 @@ assert [i['target'] for i in imgs if i['kind']=='ptx']==['compute_80']
   contains "aot-compatible" "$out"
   ;;
 build_compress)
-  # --compress names every image's codec: lz4 bundles are format version 3, zstd (the default) and
-  # none stay version 2, which kiln before lz4 reads too.
+  # --compress names every image's codec; every bundle is the newest format version (4).
   build_ops "$work/lz4.kiln" --devices sm_80,sm_90 --ptx compute_80 --embed-source --compress lz4
   expect 0 "$kiln" inspect "$work/lz4.kiln"
-  contains "kiln bundle v3" "$out"; contains "CODEC" "$out"; contains " lz4 " "$out"
+  contains "kiln bundle v4" "$out"; contains "CODEC" "$out"; contains " lz4 " "$out"
   if grep -q zstd <<<"$out"; then echo "FAIL: zstd in an lz4 bundle"; failures=$((failures + 1)); fi
   expect 0 "$kiln" inspect "$work/lz4.kiln" --json
   json "
-assert d['format_version']==3, d['format_version']
+assert d['format_version']==4, d['format_version']
 imgs=d['images']
 assert all(i['codec'] in ('lz4','none') for i in imgs), imgs
 assert all(i['codec']=='lz4' and i['stored_size']<i['raw_size'] for i in imgs if i['kind']=='cubin'), imgs
@@ -99,7 +98,7 @@ assert all(i['codec']=='lz4' and i['stored_size']<i['raw_size'] for i in imgs if
   for codec in zstd none; do
     build_ops "$work/$codec.kiln" --devices sm_80,sm_90 --ptx compute_80 --embed-source --compress $codec
     expect 0 "$kiln" inspect "$work/$codec.kiln" --json
-    json "assert d['format_version']==2, d; assert {i['codec'] for i in d['images']} <= {'$codec','none'}, d['images']" ||
+    json "assert d['format_version']==4, d; assert {i['codec'] for i in d['images']} <= {'$codec','none'}, d['images']" ||
       failures=$((failures + 1))
   done
   expect 2 "$kiln" build "$data/kernels.cu" -o "$work/x.kiln" --devices sm_80 --compress brotli

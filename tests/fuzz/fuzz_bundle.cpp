@@ -50,6 +50,15 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   }
   require(bundle->file_size() <= bytes.size() && bundle->file_size() % 8 == 0, "the bundle lies within the input");
   require(bundle->targets().size() == bundle->images().size(), "one target per image");
+  const kiln::KernelIndex& index = bundle->kernel_index();
+  require(index.first_candidate.size() == index.names.size() + 1 && index.first_candidate.back() == index.candidates.size(),
+          "the kernel index covers its candidates");
+  for (std::size_t kernel = 0; kernel < index.names.size(); ++kernel) {
+    require(index.find(index.names[kernel]) == kernel, "the kernel index finds each of its names where it is");
+    for (std::uint32_t image : index.candidates_of(kernel)) {
+      require(image < bundle->images().size(), "a kernel's candidates are images of the bundle");
+    }
+  }
 
   std::vector<kiln::Image> images;
   bool all_extracted = true;
@@ -83,6 +92,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     require(raw.ok() && *raw == images[i].bytes, "a rewritten bundle extracts the same bytes");
     require(reread->images()[i].target == images[i].target, "a rewritten bundle keeps targets");
     require(reread->images()[i].mangled_kernels() == images[i].kernels, "a rewritten bundle keeps kernel names");
+  }
+  if (check == kiln::OpenCheck::WholeFile) {
+    require(reread->kernel_index() == index, "a rewritten bundle has the kernel index that was checked against the lists");
   }
   return 0;
 }

@@ -102,6 +102,19 @@ Bytes with_header(Bytes bytes, const std::function<void(f::Header&)>& edit, bool
   return bytes;
 }
 
+// The same bundle told it is an older version: the fields that version reserved are zeroed (the
+// kernel index's bytes stay, as padding that reader skips).
+Bytes as_version(Bytes bytes, std::uint32_t version) {
+  return with_header(std::move(bytes), [&](f::Header& h) {
+    h.format_version = version;
+    if (version < f::kFirstVersionWithKernelIndex) {
+      h.kernel_count = 0;
+      h.index_offset = 0;
+    }
+    if (version < f::kFirstVersionWithTablesChecksum) h.tables_checksum = 0;
+  });
+}
+
 std::size_t entry_at(const Bytes& bytes, std::size_t index) {
   return header_of(bytes).entries_offset + index * f::kEntrySize;
 }
@@ -183,7 +196,7 @@ TEST(Bundle, RoundTripsEveryFeature) {
   auto bundle = Bundle::open(bytes, "features.kiln");
   ASSERT_TRUE(bundle.ok()) << bundle.error().describe();
   EXPECT_EQ(bundle->name(), "features.kiln");
-  EXPECT_EQ(bundle->format_version(), 2u);  // the oldest that expresses it: no image is lz4
+  EXPECT_EQ(bundle->format_version(), f::kFormatVersion);
   EXPECT_EQ(bundle->file_size(), bytes.size());
   EXPECT_EQ(bytes.size() % f::kBundleAlignment, 0u);
   expect_same_images(*bundle, images);
@@ -384,7 +397,7 @@ TEST(Bundle, LayoutIsAlignedAndPadded) {
     }
   }
   // Little-endian whatever the host: the version's low byte comes first.
-  EXPECT_EQ(bytes[8], 2);
+  EXPECT_EQ(bytes[8], f::kFormatVersion);
   EXPECT_EQ(bytes[11], 0);
 }
 
@@ -575,13 +588,22 @@ TEST(BundleReader, RejectsEachBadHeaderField) {
   content_changed.back() ^= 1;  // padding: covered by the content checksum all the same
   reseal_header(content_changed);
   EXPECT_MESSAGE(open_error(content_changed), "content checksum");
-  EXPECT_MESSAGE(header_error([](f::Header& h) { h.reserved0 = 1; }), "reserved header bytes are not zero");
-  EXPECT_MESSAGE(header_error([](f::Header& h) { h.reserved1[7] = 1; }), "reserved header bytes are not zero");
+  // Versions 1 to 3 reserved the bytes that version 4 gives the kernel index.
+  for (const std::function<void(f::Header&)>& index_field :
+       {std::function<void(f::Header&)>([](f::Header& h) { h.kernel_count = 0; }),
+        std::function<void(f::Header&)>([](f::Header& h) { h.index_offset = 0; })}) {
+    EXPECT_MESSAGE(header_error([&](f::Header& h) {
+                     h.format_version = 3;
+                     index_field(h);
+                   }),
+                   "reserved header bytes are not zero");
+  }
+  EXPECT_MESSAGE(header_error([](f::Header& h) { h.index_offset = h.total_size; }), "kernel index at 0x");
+  EXPECT_MESSAGE(header_error([](f::Header& h) { h.index_offset += 4; }), "kernel index offset 0x");
+  EXPECT_MESSAGE(header_error([&](f::Header& h) { h.index_offset = good.refs_offset; }), "kernel index offset");
+  EXPECT_MESSAGE(header_error([](f::Header& h) { h.kernel_count += 100; }), "image data offset");
   // Version 1 reserved the bytes that version 2 gives the tables checksum.
-  EXPECT_MESSAGE(header_error([](f::Header& h) {
-                   h.format_version = 1;
-                   h.tables_checksum = 1;
-                 }),
+  EXPECT_MESSAGE(open_error(with_header(as_version(bytes, 1), [](f::Header& h) { h.tables_checksum = 1; })),
                  "reserved header bytes are not zero");
   Bytes tables_checksum_wrong = with_header(bytes, [](f::Header& h) { h.tables_checksum ^= 1; }, false);
   reseal_header(tables_checksum_wrong);
@@ -602,6 +624,103 @@ TEST(BundleReader, RejectsEachBadHeaderField) {
   EXPECT_MESSAGE(header_error([](f::Header& h) { h.data_size = 0; }), "lies outside the image data area");
   EXPECT_MESSAGE(header_error([](f::Header& h) { h.metadata_count = 1000; }), "metadata: refs 0 + 2000 run past");
   EXPECT_MESSAGE(header_error([](f::Header& h) { h.metadata_first_ref = 0xFFFFFFFF; }), "metadata: refs");
+}
+
+// =============================================================================================
+// The kernel index (format version 4)
+// =============================================================================================
+
+std::size_t index_entry_at(const Bytes& bytes, std::size_t kernel) {
+  return header_of(bytes).index_offset + f::kIndexHeadSize + kernel * f::kIndexEntrySize;
+}
+std::size_t candidate_at(const Bytes& bytes, std::size_t candidate) {
+  return index_entry_at(bytes, header_of(bytes).kernel_count) + candidate * f::kCandidateSize;
+}
+
+Bytes with_index_entry(Bytes bytes, std::size_t kernel, const std::function<void(f::IndexEntry&)>& edit) {
+  f::IndexEntry entry = f::decode<f::IndexEntry>(bytes.data() + index_entry_at(bytes, kernel));
+  edit(entry);
+  f::encode(entry, bytes.data() + index_entry_at(bytes, kernel));
+  testing::seal(bytes);
+  return bytes;
+}
+
+Bytes with_candidate(Bytes bytes, std::size_t candidate, std::uint32_t image) {
+  f::store_le<std::uint32_t>(bytes.data() + candidate_at(bytes, candidate), image);
+  testing::seal(bytes);
+  return bytes;
+}
+
+std::vector<std::vector<std::uint32_t>> candidates_by_kernel(const KernelIndex& index) {
+  std::vector<std::vector<std::uint32_t>> all;
+  for (std::size_t kernel = 0; kernel < index.names.size(); ++kernel) {
+    const auto candidates = index.candidates_of(kernel);
+    all.emplace_back(candidates.begin(), candidates.end());
+  }
+  return all;
+}
+
+TEST(BundleIndex, ListsEachKernelOnceWithTheImagesThatMayHoldIt) {
+  std::vector<Image> images = feature_images();
+  images.push_back(make_image(ImageKind::Cubin, sm(12, 0), text_bytes("a cubin whose kernels are not known"), {}));
+  auto bytes = write_bundle(images, feature_metadata());
+  ASSERT_TRUE(bytes.ok()) << bytes.error().describe();
+  EXPECT_EQ(header_of(*bytes).kernel_count, 3u);
+  auto bundle = Bundle::open(*bytes, "index.kiln");
+  ASSERT_TRUE(bundle.ok()) << bundle.error().describe();
+
+  const KernelIndex& index = bundle->kernel_index();
+  const std::vector<std::string_view> names = {"_Z10add_kernelIfEvPKT_S2_PS0_i", "_Z10sum_kernelIfEvPKT_Pfi", "_Z4wgmmav"};
+  EXPECT_EQ(index.names, names);
+  // Image 6 lists no kernels, so it may hold any; image 3 holds only wgmma.
+  const std::vector<std::vector<std::uint32_t>> candidates = {{0, 1, 2, 4, 5, 6}, {0, 1, 2, 4, 5, 6}, {3, 6}};
+  EXPECT_EQ(candidates_by_kernel(index), candidates);
+  EXPECT_EQ(index.find("_Z10sum_kernelIfEvPKT_Pfi"), std::optional<std::size_t>(1));
+  EXPECT_EQ(index.find("_Z4wgmmav"), std::optional<std::size_t>(2));
+  EXPECT_EQ(index.find("_Z4wgmma"), std::nullopt);  // a prefix of a name is not the name
+  EXPECT_EQ(index.find("_Z4wgmmavv"), std::nullopt);
+  EXPECT_EQ(index.find(""), std::nullopt);
+}
+
+TEST(BundleIndex, OlderVersionsGetTheSameIndexFromTheirLists) {
+  const Bytes v4 = feature_bundle();
+  const Bytes v3 = as_version(v4, 3);
+  auto new_bundle = Bundle::open(v4, "v4.kiln");
+  auto old_bundle = Bundle::open(v3, "v3.kiln");
+  ASSERT_TRUE(new_bundle.ok() && old_bundle.ok()) << old_bundle.error().describe();
+  EXPECT_EQ(old_bundle->format_version(), 3u);
+  EXPECT_EQ(old_bundle->kernel_index(), new_bundle->kernel_index());
+  EXPECT_EQ(old_bundle->kernel_index().names.size(), 3u);
+}
+
+TEST(BundleReader, RejectsEachBadKernelIndexEntry) {
+  const Bytes bytes = feature_bundle();
+  const f::Header header = header_of(bytes);
+  auto entry_error = [&](std::size_t kernel, const std::function<void(f::IndexEntry&)>& edit) {
+    return open_error(with_index_entry(bytes, kernel, edit));
+  };
+  EXPECT_MESSAGE(entry_error(1, [](f::IndexEntry& e) { e.reserved = 1; }), "kernel index entry 1: reserved bytes are not zero");
+  EXPECT_MESSAGE(entry_error(0, [](f::IndexEntry& e) { e.name_ref = 0xFFFFFFFF; }), "kernel index entry 0: its name, string ref 4294967295");
+  EXPECT_MESSAGE(entry_error(2, [&](f::IndexEntry& e) {
+                   e.name_ref = f::decode<f::IndexEntry>(bytes.data() + index_entry_at(bytes, 0)).name_ref;
+                 }),
+                 "kernel index entry 2 (_Z10add_kernelIfEvPKT_S2_PS0_i) does not sort after the entry before it");
+  EXPECT_MESSAGE(entry_error(1, [](f::IndexEntry& e) { e.first_candidate += 1; }), "kernel index entry 1: candidates");
+  EXPECT_MESSAGE(entry_error(2, [](f::IndexEntry& e) { e.candidates = 0xFFFFFFFF; }), "kernel index entry 2: candidates");
+  EXPECT_MESSAGE(entry_error(2, [](f::IndexEntry& e) { e.candidates -= 1; }), "its entries use 10 of its 11 candidates");
+  EXPECT_MESSAGE(open_error(with_candidate(bytes, 0, 6)), "candidate image 6 is not an image or not after the one before it");
+  EXPECT_MESSAGE(open_error(with_candidate(bytes, 1, 0)), "candidate image 0 is not an image or not after the one before it");
+  Bytes head_reserved = bytes;
+  f::store_le<std::uint32_t>(head_reserved.data() + header.index_offset + 4, 1);
+  testing::seal(head_reserved);
+  EXPECT_MESSAGE(open_error(head_reserved), "kernel index: reserved bytes are not zero");
+
+  // Well formed but not what the lists say (add_kernel in image 3, which holds only wgmma):
+  // tools check that, and the runtime, which reads only the tables, finds that image's
+  // module without the kernel when it asks the driver.
+  const Bytes inconsistent = with_candidate(bytes, 3, 3);
+  EXPECT_MESSAGE(open_error(inconsistent), "the kernel index does not match the images' lists of kernel names");
+  EXPECT_TRUE(Bundle::open(inconsistent, "test.kiln", OpenCheck::TablesThenImagesOnUse).ok());
 }
 
 TEST(BundleReader, RejectsEachBadStringRef) {
@@ -844,7 +963,6 @@ Bytes bundle_storing(const Bytes& stored, std::uint64_t raw_size, std::uint16_t 
     e.codec = codec;
     e.raw_size = raw_size;
   });
-  if (codec == f::kCodecLz4) bytes = with_header(bytes, [](f::Header& h) { h.format_version = f::kFirstVersionWithLz4; });
   return bytes;
 }
 
@@ -946,13 +1064,13 @@ Bytes stored_bytes_of(const Bytes& bundle, std::size_t index) {
   return Bytes(begin, begin + static_cast<std::ptrdiff_t>(entry.stored_size));
 }
 
-TEST(BundleLz4, RoundTripsEveryImageKindAsVersion3) {
+TEST(BundleLz4, RoundTripsEveryImageKind) {
   const std::vector<Image> images = lz4_images();
   const Bytes bytes = lz4_bundle();
   for (OpenCheck check : {OpenCheck::WholeFile, OpenCheck::TablesThenImagesOnUse}) {
     auto bundle = Bundle::open(bytes, "lz4.kiln", check);
     ASSERT_TRUE(bundle.ok()) << bundle.error().describe();
-    EXPECT_EQ(bundle->format_version(), f::kFirstVersionWithLz4);
+    EXPECT_EQ(bundle->format_version(), f::kFormatVersion);
     expect_same_images(*bundle, images);
     std::uint64_t raw = 0;
     std::uint64_t stored = 0;
@@ -970,21 +1088,16 @@ TEST(BundleLz4, RoundTripsEveryImageKindAsVersion3) {
   EXPECT_EQ(*again, bytes) << "the lz4 writer is deterministic too";
 }
 
-TEST(BundleLz4, WriterWritesTheOldestVersionThatExpressesTheBundle) {
+TEST(BundleLz4, WriterWritesTheNewestVersionWhateverTheCodec) {
   auto version_of = [](const std::vector<Image>& images, Codec codec) {
     auto bytes = write_bundle(images, {}, WriteOptions{.codec = codec});
     EXPECT_TRUE(bytes.ok());
     return bytes.ok() ? header_of(*bytes).format_version : 0;
   };
-  EXPECT_EQ(version_of(lz4_images(), Codec::Lz4), 3u);
-  EXPECT_EQ(version_of(lz4_images(), Codec::Zstd), 2u);
-  EXPECT_EQ(version_of(lz4_images(), Codec::None), 2u);
-  EXPECT_EQ(version_of({}, Codec::Lz4), 2u);
-  // Nothing that LZ4 makes smaller: every image is stored as is, which version 2 expresses.
-  std::mt19937_64 random(5);
-  Bytes noise(2000);
-  for (auto& byte : noise) byte = static_cast<std::uint8_t>(random());
-  EXPECT_EQ(version_of({make_image(ImageKind::Cubin, sm(8, 0), noise)}, Codec::Lz4), 2u);
+  for (Codec codec : {Codec::Lz4, Codec::Zstd, Codec::None}) {
+    EXPECT_EQ(version_of(lz4_images(), codec), f::kFormatVersion);
+    EXPECT_EQ(version_of({}, codec), f::kFormatVersion);
+  }
 }
 
 TEST(BundleLz4, ReaderTakesEachImagesOwnCodec) {
@@ -1014,7 +1127,6 @@ TEST(BundleLz4, ReaderTakesEachImagesOwnCodec) {
     e.raw_size = lz4_raw.size();
     e.content_hash = checksum64(lz4_raw);
   });
-  bytes = with_header(bytes, [](f::Header& h) { h.format_version = f::kFirstVersionWithLz4; });
   auto bundle = Bundle::open(bytes, "mixed.kiln");
   ASSERT_TRUE(bundle.ok()) << bundle.error().describe();
   EXPECT_EQ(bundle->images()[0].codec, Codec::Zstd);
@@ -1027,12 +1139,9 @@ TEST(BundleLz4, ReaderTakesEachImagesOwnCodec) {
 
 TEST(BundleLz4, RejectsLz4InABundleOlderThanVersion3) {
   const Bytes bytes = lz4_bundle();
-  EXPECT_MESSAGE(open_error(with_header(bytes, [](f::Header& h) { h.format_version = 2; })),
+  EXPECT_MESSAGE(open_error(as_version(bytes, 2)),
                  "image 0 (sm_80): codec lz4 (2) needs format version 3, but the bundle is version 2");
-  EXPECT_MESSAGE(open_error(with_header(bytes, [](f::Header& h) {
-                   h.format_version = 1;
-                   h.tables_checksum = 0;  // reserved in version 1
-                 })),
+  EXPECT_MESSAGE(open_error(as_version(bytes, 1)),
                  "image 0 (sm_80): codec lz4 (2) needs format version 3, but the bundle is version 1");
 }
 

@@ -1,7 +1,6 @@
 // Golden bundles: the format's memory. tests/golden/bundle-v<N>-*.kiln were written from the fixed
 // inputs below; the reader must keep reading every one of them, and the writer must reproduce the
-// current ones (kGoldens) byte for byte, each in the version it writes for those options (the
-// oldest that expresses the bundle: a zstd bundle is still version 2). The rule
+// current ones (kGoldens) byte for byte, in the version it writes. The rule
 // (kiln/bundle_format.hpp): change the layout, bump kFormatVersion, add goldens of the new
 // version (KILN_UPDATE_GOLDEN=1 writes them), keep the old.
 #include <gtest/gtest.h>
@@ -53,14 +52,14 @@ BundleMetadata golden_metadata() {
 }
 
 struct Golden {
-  std::uint32_t version;  // what the writer writes for these options
+  std::uint32_t version;  // what the writer writes
   const char* variant;
   WriteOptions options;
 };
 const Golden kGoldens[] = {
-    {2, "stored", WriteOptions{.codec = Codec::None}},
-    {2, "zstd", WriteOptions{.codec = Codec::Zstd, .level = 19, .dictionaries = true}},
-    {3, "lz4", WriteOptions{.codec = Codec::Lz4}},
+    {4, "stored", WriteOptions{.codec = Codec::None}},
+    {4, "zstd", WriteOptions{.codec = Codec::Zstd, .level = 19, .dictionaries = true}},
+    {4, "lz4", WriteOptions{.codec = Codec::Lz4}},
 };
 
 std::filesystem::path golden_path(std::uint32_t version, const char* variant) {
@@ -131,6 +130,11 @@ TEST(BundleGolden, ReaderReadsEveryGoldenEverWritten) {
     ASSERT_TRUE(bundle.ok()) << bundle.error().describe();
     EXPECT_LE(bundle->format_version(), format::kFormatVersion);
     expect_golden_content(*bundle);
+    // Carried (version 4) or worked out from the lists (older): the same index.
+    const std::vector<std::string_view> kernels = {"_Z3addPfS_S_i", "_Z4wgmmav", "_Z6reducePKfPfi"};
+    EXPECT_EQ(bundle->kernel_index().names, kernels);
+    const std::vector<std::uint32_t> candidates = {0, 1, 2, 4, 5, 3, 0, 1, 2, 4, 5};
+    EXPECT_EQ(bundle->kernel_index().candidates, candidates);
     ++read;
   }
   EXPECT_GE(read, std::size(kGoldens));
@@ -142,6 +146,15 @@ TEST(BundleGolden, ZstdGoldenUsesADictionaryAndTheStoredOneDoesNot) {
   ASSERT_TRUE(zstd.ok() && stored.ok());
   EXPECT_EQ(zstd->images()[1].dictionary, 0u);
   for (const ImageInfo& info : stored->images()) EXPECT_EQ(info.codec, Codec::None);
+}
+
+TEST(BundleGolden, Version4GoldensCarryTheKernelIndex) {
+  for (const Golden& golden : kGoldens) {
+    auto bundle = Bundle::open_file(golden_path(golden.version, golden.variant));
+    ASSERT_TRUE(bundle.ok()) << bundle.error().describe();
+    EXPECT_EQ(bundle->format_version(), format::kFirstVersionWithKernelIndex);
+    EXPECT_EQ(format::decode<format::Header>(read_file(golden_path(golden.version, golden.variant)).data()).kernel_count, 3u);
+  }
 }
 
 TEST(BundleGolden, Lz4GoldenIsVersion3WithLz4CubinsAndNoDictionary) {

@@ -406,7 +406,7 @@ TEST_F(RuntimeTest, DisableJitFailsRatherThanCompiles) {
 TEST_F(RuntimeTest, NothingIsLoadedOrCompiledUntilAKernelIsAskedFor) {
   Runtime runtime = make_runtime({kBlackwell120});
   Module module = load(runtime, {ptx_image("compute_80")});
-  EXPECT_EQ(module.kernel_names(), (std::vector<std::string>{"add", "scale<float>", "scale<double>", "saxpy"}));
+  EXPECT_EQ(module.kernel_names(), (std::vector<std::string>{"add", "saxpy", "scale<double>", "scale<float>"}));
   EXPECT_EQ(jit_->compiles(), 0u);
   EXPECT_TRUE(driver_->loads.empty());
   EXPECT_TRUE(module.records().empty());
@@ -646,9 +646,10 @@ TEST_F(RuntimeTest, ReadableLookupsAgreeWithSpellingEveryName) {
   Module recorded = load(runtime, {cubin_image("sm_90", kernels)});
   std::vector<std::string> record_names;
   for (const std::string& mangled : kernels) record_names.push_back(kernel_or_fail(recorded, mangled).record().kernel);
-  EXPECT_EQ(record_names, spelled.kernel_names());
   EXPECT_EQ(record_names[5], "add(float*, float*, int)");
   EXPECT_EQ(record_names[0], "ops::add<float>");
+  std::sort(record_names.begin(), record_names.end());
+  EXPECT_EQ(record_names, spelled.kernel_names());
 
   // Past the scans' budget the same queries, asked again and again, keep their answers.
   Module asked_often = load(runtime, {cubin_image("sm_90", kernels)});
