@@ -217,7 +217,8 @@ KernelIndex index_kernels(std::span<const std::span<const std::string_view>> lis
     std::sort(run_kernels[run].begin(), run_kernels[run].end());  // a list may name a kernel twice
     run_kernels[run].erase(std::unique(run_kernels[run].begin(), run_kernels[run].end()), run_kernels[run].end());
   }
-  // Compressed rows: count each kernel's candidates, then fill them in image order (ascending).
+  // Each kernel's candidates as compressed rows (count, then fill in image order: ascending), then
+  // kernels with the same candidates given one set, numbered in kernel order.
   const std::size_t kernels = index.names.size();
   auto each_candidate = [&](auto&& visit) {
     for (std::size_t image = 0; image < lists.size(); ++image) {
@@ -228,12 +229,25 @@ KernelIndex index_kernels(std::span<const std::span<const std::string_view>> lis
       }
     }
   };
-  index.first_candidate.assign(kernels + 1, 0);
-  each_candidate([&](std::size_t kernel, std::size_t) { ++index.first_candidate[kernel + 1]; });
-  for (std::size_t kernel = 0; kernel < kernels; ++kernel) index.first_candidate[kernel + 1] += index.first_candidate[kernel];
-  index.candidates.resize(index.first_candidate.back());
-  std::vector<std::uint32_t> next(index.first_candidate.begin(), index.first_candidate.end() - 1);
-  each_candidate([&](std::size_t kernel, std::size_t image) { index.candidates[next[kernel]++] = static_cast<std::uint32_t>(image); });
+  std::vector<std::uint32_t> first(kernels + 1, 0);
+  each_candidate([&](std::size_t kernel, std::size_t) { ++first[kernel + 1]; });
+  for (std::size_t kernel = 0; kernel < kernels; ++kernel) first[kernel + 1] += first[kernel];
+  std::vector<std::uint32_t> rows(first.back());
+  std::vector<std::uint32_t> next(first.begin(), first.end() - 1);
+  each_candidate([&](std::size_t kernel, std::size_t image) { rows[next[kernel]++] = static_cast<std::uint32_t>(image); });
+
+  std::unordered_map<std::string_view, std::uint32_t> set_numbers;  // by the bytes of the set's image numbers
+  index.first_candidate.push_back(0);
+  for (std::size_t kernel = 0; kernel < kernels; ++kernel) {
+    const std::span<const std::uint32_t> own = std::span<const std::uint32_t>(rows).subspan(first[kernel], first[kernel + 1] - first[kernel]);
+    const std::string_view key(reinterpret_cast<const char*>(own.data()), own.size_bytes());
+    auto [found, added] = set_numbers.try_emplace(key, static_cast<std::uint32_t>(index.first_candidate.size() - 1));
+    if (added) {
+      index.candidates.insert(index.candidates.end(), own.begin(), own.end());
+      index.first_candidate.push_back(static_cast<std::uint32_t>(index.candidates.size()));
+    }
+    index.set_of.push_back(found->second);
+  }
   return index;
 }
 }  // namespace
@@ -405,6 +419,7 @@ class Parser {
       }
       index_head_ = f::decode<f::IndexHead>(state_.bytes.data() + header_.index_offset);
       const std::uint64_t index_size = f::kIndexHeadSize + std::uint64_t{header_.kernel_count} * f::kIndexEntrySize +
+                                       std::uint64_t{index_head_.set_count} * f::kCandidateSetSize +
                                        std::uint64_t{index_head_.candidate_count} * f::kCandidateSize;
       sections.push_back({"kernel index", header_.index_offset, index_size, f::kSectionAlignment});
     }
@@ -435,6 +450,8 @@ class Parser {
 
   Result<void> read_refs() {
     state_.refs.reserve(header_.ref_count);
+    bytes_before_ref_.reserve(std::size_t{header_.ref_count} + 1);
+    empty_before_ref_.reserve(std::size_t{header_.ref_count} + 1);
     const std::uint8_t* table = state_.bytes.data() + header_.refs_offset;
     const ByteView strings = state_.bytes.subspan(header_.strings_offset, header_.strings_size);
     for (std::uint32_t i = 0; i < header_.ref_count; ++i) {
@@ -454,6 +471,8 @@ class Parser {
         return fail("string ref " + std::to_string(i) + " contains a NUL byte", kHintMalformed);
       }
       state_.refs.push_back(text);
+      bytes_before_ref_.push_back(bytes_before_ref_.back() + text.size());
+      empty_before_ref_.push_back(empty_before_ref_.back() + (text.empty() ? 1 : 0));
     }
     return {};
   }
@@ -648,16 +667,19 @@ class Parser {
     auto names = ref_range(entry.names_first_ref, entry.names_count, "kernel names", &where);
     if (!names) return names.error();
     // Lists may be shared, so a small file could name billions of strings; bound what readers walk.
+    // (Counted from the refs' running totals: a list shared by every architecture is not walked again.)
+    const std::size_t end = std::size_t{entry.names_first_ref} + entry.names_count;
     name_references_ += names->size();
-    for (std::string_view name : *names) name_bytes_ += name.size();
+    name_bytes_ += bytes_before_ref_[end] - bytes_before_ref_[entry.names_first_ref];
     if (name_references_ > f::kMaxNameReferences || name_bytes_ > f::kMaxNameBytes) {
       return fail(where + ": the kernel names of the images so far (" + plural(name_references_, "name") + ", " +
                       plural(name_bytes_, "byte") + ") exceed the reader's limit of " +
                       std::to_string(f::kMaxNameReferences) + " names or " + plural(f::kMaxNameBytes, "byte"),
                   kHintMalformed);
     }
-    for (std::size_t k = 0; k < names->size(); ++k) {
-      if ((*names)[k].empty()) return fail(where + ": kernel name " + std::to_string(k) + " is empty", kHintMalformed);
+    if (empty_before_ref_[end] != empty_before_ref_[entry.names_first_ref]) {
+      const auto empty = std::find(names->begin(), names->end(), std::string_view());
+      return fail(where + ": kernel name " + std::to_string(empty - names->begin()) + " is empty", kHintMalformed);
     }
     return names;
   }
@@ -689,51 +711,62 @@ class Parser {
       state_.index = index_kernels(lists);
       return {};
     }
-    if (index_head_.reserved != 0) return fail("kernel index: reserved bytes are not zero", kHintMalformed);
     KernelIndex& index = state_.index;
     const std::uint8_t* entries = state_.bytes.data() + header_.index_offset + f::kIndexHeadSize;
-    const std::uint8_t* candidates = entries + std::size_t{header_.kernel_count} * f::kIndexEntrySize;
+    const std::uint8_t* sets = entries + std::size_t{header_.kernel_count} * f::kIndexEntrySize;
+    const std::uint8_t* candidates = sets + std::size_t{index_head_.set_count} * f::kCandidateSetSize;
+    // Spelled only for a message: a valid index of many kernels formats nothing.
+    auto entry_label = [&](std::uint32_t k) { return "kernel index entry " + std::to_string(k); };
     index.names.reserve(header_.kernel_count);
-    index.first_candidate.reserve(std::size_t{header_.kernel_count} + 1);
-    index.first_candidate.push_back(0);
-    std::uint64_t used = 0;
+    index.set_of.reserve(header_.kernel_count);
     for (std::uint32_t k = 0; k < header_.kernel_count; ++k) {
       const auto entry = f::decode<f::IndexEntry>(entries + std::size_t{k} * f::kIndexEntrySize);
-      const std::string where = "kernel index entry " + std::to_string(k);
-      if (entry.reserved != 0) return fail(where + ": reserved bytes are not zero", kHintMalformed);
       if (entry.name_ref >= state_.refs.size() || state_.refs[entry.name_ref].empty()) {
-        return fail(where + ": its name, string ref " + std::to_string(entry.name_ref) + ", is empty or past the " +
+        return fail(entry_label(k) + ": its name, string ref " + std::to_string(entry.name_ref) + ", is empty or past the " +
                         plural(state_.refs.size(), "string ref"),
                     kHintMalformed);
       }
       const std::string_view name = state_.refs[entry.name_ref];
       if (k > 0 && !(index.names.back() < name)) {
-        return fail(where + " (" + std::string(name) + ") does not sort after the entry before it (" +
+        return fail(entry_label(k) + " (" + std::string(name) + ") does not sort after the entry before it (" +
                         std::string(index.names.back()) + "): the index lists each name once, in order",
                     kHintMalformed);
       }
-      if (entry.first_candidate != used || entry.candidates > index_head_.candidate_count - used) {
-        return fail(where + ": candidates " + std::to_string(entry.first_candidate) + " + " +
-                        std::to_string(entry.candidates) + " do not follow the entry before it's (which end at " +
-                        std::to_string(used) + ") within the index's " + std::to_string(index_head_.candidate_count),
+      if (entry.set >= index_head_.set_count) {
+        return fail(entry_label(k) + " (" + std::string(name) + "): candidate set " + std::to_string(entry.set) +
+                        " is past the index's " + std::to_string(index_head_.set_count),
                     kHintMalformed);
       }
-      used += entry.candidates;
       index.names.push_back(name);
+      index.set_of.push_back(entry.set);
+    }
+    index.first_candidate.reserve(std::size_t{index_head_.set_count} + 1);
+    index.first_candidate.push_back(0);
+    std::uint64_t used = 0;
+    for (std::uint32_t set = 0; set < index_head_.set_count; ++set) {
+      const auto range = f::decode<f::CandidateSet>(sets + std::size_t{set} * f::kCandidateSetSize);
+      if (range.first_candidate != used || range.candidates > index_head_.candidate_count - used) {
+        return fail("kernel index candidate set " + std::to_string(set) + ": candidates " +
+                        std::to_string(range.first_candidate) + " + " + std::to_string(range.candidates) +
+                        " do not follow the set before it's (which end at " + std::to_string(used) + ") within the index's " +
+                        std::to_string(index_head_.candidate_count),
+                    kHintMalformed);
+      }
+      used += range.candidates;
       index.first_candidate.push_back(static_cast<std::uint32_t>(used));
     }
     if (used != index_head_.candidate_count) {
-      return fail("kernel index: its entries use " + std::to_string(used) + " of its " +
+      return fail("kernel index: its candidate sets use " + std::to_string(used) + " of its " +
                       std::to_string(index_head_.candidate_count) + " candidates",
                   kHintMalformed);
     }
     index.candidates.resize(index_head_.candidate_count);
-    for (std::uint32_t k = 0; k < header_.kernel_count; ++k) {
-      for (std::uint32_t i = index.first_candidate[k]; i < index.first_candidate[k + 1]; ++i) {
+    for (std::uint32_t set = 0; set < index_head_.set_count; ++set) {
+      for (std::uint32_t i = index.first_candidate[set]; i < index.first_candidate[set + 1]; ++i) {
         const std::uint32_t image = f::load_le<std::uint32_t>(candidates + std::size_t{i} * f::kCandidateSize);
-        if (image >= header_.image_count || (i > index.first_candidate[k] && image <= index.candidates[i - 1])) {
-          return fail("kernel index entry " + std::to_string(k) + " (" + std::string(index.names[k]) + "): candidate image " +
-                          std::to_string(image) + " is not an image or not after the one before it",
+        if (image >= header_.image_count || (i > index.first_candidate[set] && image <= index.candidates[i - 1])) {
+          return fail("kernel index candidate set " + std::to_string(set) + ": image " + std::to_string(image) +
+                          " is not an image or not after the one before it",
                       kHintMalformed);
         }
         index.candidates[i] = image;
@@ -760,6 +793,9 @@ class Parser {
   std::vector<StoredRange> stored_ranges_;
   std::uint64_t name_references_ = 0;
   std::uint64_t name_bytes_ = 0;
+  // Over refs [0, i): the bytes of their strings, and how many are empty (i = 0 .. ref_count).
+  std::vector<std::uint64_t> bytes_before_ref_{0};
+  std::vector<std::uint32_t> empty_before_ref_{0};
 };
 
 const BundleData& empty_state() {
@@ -1190,19 +1226,22 @@ Result<std::vector<StoredImage>> compress_images(const std::vector<Image>& image
   return stored;
 }
 
-// The kernel index section's bytes (bundle_format.hpp: IndexHead, entries, candidates).
+// The kernel index section's bytes (bundle_format.hpp: IndexHead, entries, sets, candidates).
 Bytes encode_kernel_index(const KernelIndex& index, const StringTable& strings) {
-  Bytes bytes(f::kIndexHeadSize + index.names.size() * f::kIndexEntrySize + index.candidates.size() * f::kCandidateSize);
-  f::encode(f::IndexHead{static_cast<std::uint32_t>(index.candidates.size()), 0}, bytes.data());
-  std::uint8_t* entries = bytes.data() + f::kIndexHeadSize;
-  for (std::size_t k = 0; k < index.names.size(); ++k) {
-    const f::IndexEntry entry{strings.first_ref(index.names[k]), index.first_candidate[k],
-                              index.first_candidate[k + 1] - index.first_candidate[k], 0};
-    f::encode(entry, entries + k * f::kIndexEntrySize);
+  const std::size_t sets = index.first_candidate.size() - 1;
+  Bytes bytes(f::kIndexHeadSize + index.names.size() * f::kIndexEntrySize + sets * f::kCandidateSetSize +
+              index.candidates.size() * f::kCandidateSize);
+  f::encode(f::IndexHead{static_cast<std::uint32_t>(sets), static_cast<std::uint32_t>(index.candidates.size())}, bytes.data());
+  std::uint8_t* at = bytes.data() + f::kIndexHeadSize;
+  for (std::size_t k = 0; k < index.names.size(); ++k, at += f::kIndexEntrySize) {
+    f::encode(f::IndexEntry{strings.first_ref(index.names[k]), index.set_of[k]}, at);
   }
-  std::uint8_t* candidates = entries + index.names.size() * f::kIndexEntrySize;
-  for (std::size_t i = 0; i < index.candidates.size(); ++i) {
-    f::store_le<std::uint32_t>(candidates + i * f::kCandidateSize, index.candidates[i]);
+  for (std::size_t set = 0; set < sets; ++set, at += f::kCandidateSetSize) {
+    f::encode(f::CandidateSet{index.first_candidate[set], index.first_candidate[set + 1] - index.first_candidate[set]}, at);
+  }
+  for (std::uint32_t image : index.candidates) {
+    f::store_le<std::uint32_t>(at, image);
+    at += f::kCandidateSize;
   }
   return bytes;
 }

@@ -74,16 +74,18 @@ struct ImageInfo {
 };
 
 // Every kernel of a bundle once, sorted by mangled name, with its candidates: the images that list
-// it and those that list no kernels (which may hold any), in bundle order. Version 4 bundles carry
-// it, so open() only checks and decodes it; for older ones open() works it out from the lists.
+// it and those that list no kernels (which may hold any), in bundle order. Kernels with the same
+// candidates (one source file's) share a candidate set. Version 4 bundles carry the index, so
+// open() only checks and decodes it; for older ones open() works it out from the lists.
 struct KernelIndex {
   std::vector<std::string_view> names;         // sorted, distinct; views of the bundle's string table
-  std::vector<std::uint32_t> first_candidate;  // kernel k's: candidates[first_candidate[k], first_candidate[k + 1])
-  std::vector<std::uint32_t> candidates;
+  std::vector<std::uint32_t> set_of;           // each kernel's candidate set
+  std::vector<std::uint32_t> first_candidate;  // set s: candidates[first_candidate[s], first_candidate[s + 1])
+  std::vector<std::uint32_t> candidates;       // image numbers
 
   [[nodiscard]] std::span<const std::uint32_t> candidates_of(std::size_t kernel) const {
-    return std::span<const std::uint32_t>(candidates).subspan(first_candidate[kernel],
-                                                              first_candidate[kernel + 1] - first_candidate[kernel]);
+    const std::uint32_t set = set_of[kernel];
+    return std::span<const std::uint32_t>(candidates).subspan(first_candidate[set], first_candidate[set + 1] - first_candidate[set]);
   }
   [[nodiscard]] std::optional<std::size_t> find(std::string_view mangled) const;  // a binary search
   friend bool operator==(const KernelIndex&, const KernelIndex&) = default;

@@ -136,22 +136,27 @@ struct StringRef {
 inline constexpr std::size_t kStringRefSize = 8;
 
 // The kernel index section (v4), at index_offset, after the string bytes and before the image data:
-//   IndexHead, then kernel_count IndexEntry records sorted by name (bytewise, a prefix first; each
-//   name once), then candidate_count image numbers (uint32 each): every kernel's candidates, the
-//   images that list it or list no kernels, in ascending order.
+//   IndexHead; kernel_count IndexEntry records, sorted by name (bytewise, a prefix first; each name
+//   once); set_count CandidateSet records; candidate_count image numbers (uint32 each). A kernel's
+//   candidates are the images that list it or list no kernels, in ascending order; kernels with
+//   the same candidates (one source file's) share a set, numbered as the entries first name them.
 struct IndexHead {
-  std::uint32_t candidate_count;     //   0  image numbers after the entries
-  std::uint32_t reserved;            //   4  0
+  std::uint32_t set_count;           //   0  CandidateSet records after the entries
+  std::uint32_t candidate_count;     //   4  image numbers after the sets
 };
 inline constexpr std::size_t kIndexHeadSize = 8;
 
 struct IndexEntry {
   std::uint32_t name_ref;            //   0  the kernel's mangled name: a string ref
-  std::uint32_t first_candidate;     //   4  its candidates: [first_candidate, +candidates) of the image numbers
-  std::uint32_t candidates;          //   8
-  std::uint32_t reserved;            //  12  0
+  std::uint32_t set;                 //   4  its candidates: a CandidateSet
 };
-inline constexpr std::size_t kIndexEntrySize = 16;
+inline constexpr std::size_t kIndexEntrySize = 8;
+
+struct CandidateSet {
+  std::uint32_t first_candidate;     //   0  where the set before ends (0 for the first)
+  std::uint32_t candidates;          //   4  image numbers in the set
+};
+inline constexpr std::size_t kCandidateSetSize = 8;
 inline constexpr std::size_t kCandidateSize = 4;
 
 static_assert(std::is_standard_layout_v<Header> && sizeof(Header) == kHeaderSize,
@@ -164,6 +169,8 @@ static_assert(std::is_standard_layout_v<IndexHead> && sizeof(IndexHead) == kInde
               "IndexHead must have exactly the documented fields, no padding");
 static_assert(std::is_standard_layout_v<IndexEntry> && sizeof(IndexEntry) == kIndexEntrySize,
               "IndexEntry must have exactly the documented fields, no padding");
+static_assert(std::is_standard_layout_v<CandidateSet> && sizeof(CandidateSet) == kCandidateSetSize,
+              "CandidateSet must have exactly the documented fields, no padding");
 static_assert(offsetof(Header, index_offset) + sizeof(Header::index_offset) == kHeaderSize);
 static_assert(offsetof(Entry, names_count) + sizeof(Entry::names_count) == kEntrySize);
 static_assert(offsetof(Header, header_checksum) == 24, "docs/bundle-format.md names this offset");
@@ -225,24 +232,29 @@ constexpr void visit_fields(RefRef& r, Visit&& visit) {
 template <class HeadRef, class Visit>
   requires std::is_same_v<std::remove_const_t<HeadRef>, IndexHead>
 constexpr void visit_fields(HeadRef& h, Visit&& visit) {
+  visit(h.set_count, offsetof(IndexHead, set_count));
   visit(h.candidate_count, offsetof(IndexHead, candidate_count));
-  visit(h.reserved, offsetof(IndexHead, reserved));
 }
 
 template <class IndexEntryRef, class Visit>
   requires std::is_same_v<std::remove_const_t<IndexEntryRef>, IndexEntry>
 constexpr void visit_fields(IndexEntryRef& e, Visit&& visit) {
   visit(e.name_ref, offsetof(IndexEntry, name_ref));
-  visit(e.first_candidate, offsetof(IndexEntry, first_candidate));
-  visit(e.candidates, offsetof(IndexEntry, candidates));
-  visit(e.reserved, offsetof(IndexEntry, reserved));
+  visit(e.set, offsetof(IndexEntry, set));
+}
+
+template <class SetRef, class Visit>
+  requires std::is_same_v<std::remove_const_t<SetRef>, CandidateSet>
+constexpr void visit_fields(SetRef& c, Visit&& visit) {
+  visit(c.first_candidate, offsetof(CandidateSet, first_candidate));
+  visit(c.candidates, offsetof(CandidateSet, candidates));
 }
 
 // Little-endian load/store of one value: kiln/little_endian.hpp.
 using kiln::load_le;
 using kiln::store_le;
 
-// Decodes a record (Header, Entry, StringRef, IndexHead, IndexEntry) from `bytes`, which holds at least sizeof(Record).
+// Decodes a record (Header, Entry, StringRef, IndexHead, IndexEntry, CandidateSet) from `bytes`, which holds at least sizeof(Record).
 template <class Record>
 constexpr Record decode(const std::uint8_t* bytes) noexcept {
   Record record{};

@@ -51,10 +51,12 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   require(bundle->file_size() <= bytes.size() && bundle->file_size() % 8 == 0, "the bundle lies within the input");
   require(bundle->targets().size() == bundle->images().size(), "one target per image");
   const kiln::KernelIndex& index = bundle->kernel_index();
-  require(index.first_candidate.size() == index.names.size() + 1 && index.first_candidate.back() == index.candidates.size(),
-          "the kernel index covers its candidates");
+  require(index.set_of.size() == index.names.size() && !index.first_candidate.empty() &&
+              index.first_candidate.back() == index.candidates.size(),
+          "the kernel index gives every kernel a set and covers its candidates");
   for (std::size_t kernel = 0; kernel < index.names.size(); ++kernel) {
     require(index.find(index.names[kernel]) == kernel, "the kernel index finds each of its names where it is");
+    require(index.set_of[kernel] + 1 < index.first_candidate.size(), "a kernel's candidate set is one of the index's");
     for (std::uint32_t image : index.candidates_of(kernel)) {
       require(image < bundle->images().size(), "a kernel's candidates are images of the bundle");
     }

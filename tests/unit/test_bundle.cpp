@@ -630,17 +630,29 @@ TEST(BundleReader, RejectsEachBadHeaderField) {
 // The kernel index (format version 4)
 // =============================================================================================
 
+f::IndexHead index_head_of(const Bytes& bytes) { return f::decode<f::IndexHead>(bytes.data() + header_of(bytes).index_offset); }
 std::size_t index_entry_at(const Bytes& bytes, std::size_t kernel) {
   return header_of(bytes).index_offset + f::kIndexHeadSize + kernel * f::kIndexEntrySize;
 }
+std::size_t candidate_set_at(const Bytes& bytes, std::size_t set) {
+  return index_entry_at(bytes, header_of(bytes).kernel_count) + set * f::kCandidateSetSize;
+}
 std::size_t candidate_at(const Bytes& bytes, std::size_t candidate) {
-  return index_entry_at(bytes, header_of(bytes).kernel_count) + candidate * f::kCandidateSize;
+  return candidate_set_at(bytes, index_head_of(bytes).set_count) + candidate * f::kCandidateSize;
 }
 
 Bytes with_index_entry(Bytes bytes, std::size_t kernel, const std::function<void(f::IndexEntry&)>& edit) {
   f::IndexEntry entry = f::decode<f::IndexEntry>(bytes.data() + index_entry_at(bytes, kernel));
   edit(entry);
   f::encode(entry, bytes.data() + index_entry_at(bytes, kernel));
+  testing::seal(bytes);
+  return bytes;
+}
+
+Bytes with_candidate_set(Bytes bytes, std::size_t set, const std::function<void(f::CandidateSet&)>& edit) {
+  f::CandidateSet range = f::decode<f::CandidateSet>(bytes.data() + candidate_set_at(bytes, set));
+  edit(range);
+  f::encode(range, bytes.data() + candidate_set_at(bytes, set));
   testing::seal(bytes);
   return bytes;
 }
@@ -675,6 +687,10 @@ TEST(BundleIndex, ListsEachKernelOnceWithTheImagesThatMayHoldIt) {
   // Image 6 lists no kernels, so it may hold any; image 3 holds only wgmma.
   const std::vector<std::vector<std::uint32_t>> candidates = {{0, 1, 2, 4, 5, 6}, {0, 1, 2, 4, 5, 6}, {3, 6}};
   EXPECT_EQ(candidates_by_kernel(index), candidates);
+  // The two kernels of one source share a set: the index stores it once.
+  EXPECT_EQ(index.set_of, (std::vector<std::uint32_t>{0, 0, 1}));
+  EXPECT_EQ(index_head_of(*bytes).set_count, 2u);
+  EXPECT_EQ(index_head_of(*bytes).candidate_count, 8u);
   EXPECT_EQ(index.find("_Z10sum_kernelIfEvPKT_Pfi"), std::optional<std::size_t>(1));
   EXPECT_EQ(index.find("_Z4wgmmav"), std::optional<std::size_t>(2));
   EXPECT_EQ(index.find("_Z4wgmma"), std::nullopt);  // a prefix of a name is not the name
@@ -694,29 +710,29 @@ TEST(BundleIndex, OlderVersionsGetTheSameIndexFromTheirLists) {
 }
 
 TEST(BundleReader, RejectsEachBadKernelIndexEntry) {
+  // The feature bundle's index: add_kernel and sum_kernel share set 0 (images 0 1 2 4 5), wgmma
+  // has set 1 (image 3).
   const Bytes bytes = feature_bundle();
-  const f::Header header = header_of(bytes);
   auto entry_error = [&](std::size_t kernel, const std::function<void(f::IndexEntry&)>& edit) {
     return open_error(with_index_entry(bytes, kernel, edit));
   };
-  EXPECT_MESSAGE(entry_error(1, [](f::IndexEntry& e) { e.reserved = 1; }), "kernel index entry 1: reserved bytes are not zero");
   EXPECT_MESSAGE(entry_error(0, [](f::IndexEntry& e) { e.name_ref = 0xFFFFFFFF; }), "kernel index entry 0: its name, string ref 4294967295");
   EXPECT_MESSAGE(entry_error(2, [&](f::IndexEntry& e) {
                    e.name_ref = f::decode<f::IndexEntry>(bytes.data() + index_entry_at(bytes, 0)).name_ref;
                  }),
                  "kernel index entry 2 (_Z10add_kernelIfEvPKT_S2_PS0_i) does not sort after the entry before it");
-  EXPECT_MESSAGE(entry_error(1, [](f::IndexEntry& e) { e.first_candidate += 1; }), "kernel index entry 1: candidates");
-  EXPECT_MESSAGE(entry_error(2, [](f::IndexEntry& e) { e.candidates = 0xFFFFFFFF; }), "kernel index entry 2: candidates");
-  EXPECT_MESSAGE(entry_error(2, [](f::IndexEntry& e) { e.candidates -= 1; }), "its entries use 10 of its 11 candidates");
-  EXPECT_MESSAGE(open_error(with_candidate(bytes, 0, 6)), "candidate image 6 is not an image or not after the one before it");
-  EXPECT_MESSAGE(open_error(with_candidate(bytes, 1, 0)), "candidate image 0 is not an image or not after the one before it");
-  Bytes head_reserved = bytes;
-  f::store_le<std::uint32_t>(head_reserved.data() + header.index_offset + 4, 1);
-  testing::seal(head_reserved);
-  EXPECT_MESSAGE(open_error(head_reserved), "kernel index: reserved bytes are not zero");
+  EXPECT_MESSAGE(entry_error(1, [](f::IndexEntry& e) { e.set = 2; }), "kernel index entry 1 (_Z10sum_kernelIfEvPKT_Pfi): candidate set 2 is past the index's 2");
+  EXPECT_MESSAGE(open_error(with_candidate_set(bytes, 1, [](f::CandidateSet& c) { c.first_candidate += 1; })),
+                 "kernel index candidate set 1: candidates 6 + 1 do not follow the set before it's (which end at 5)");
+  EXPECT_MESSAGE(open_error(with_candidate_set(bytes, 1, [](f::CandidateSet& c) { c.candidates = 0xFFFFFFFF; })),
+                 "kernel index candidate set 1: candidates");
+  EXPECT_MESSAGE(open_error(with_candidate_set(bytes, 1, [](f::CandidateSet& c) { c.candidates = 0; })),
+                 "its candidate sets use 5 of its 6 candidates");
+  EXPECT_MESSAGE(open_error(with_candidate(bytes, 5, 6)), "kernel index candidate set 1: image 6 is not an image or not after the one before it");
+  EXPECT_MESSAGE(open_error(with_candidate(bytes, 1, 0)), "kernel index candidate set 0: image 0 is not an image or not after the one before it");
 
-  // Well formed but not what the lists say (add_kernel in image 3, which holds only wgmma):
-  // tools check that, and the runtime, which reads only the tables, finds that image's
+  // Well formed but not what the lists say (add_kernel's set holding image 3, which lists only
+  // wgmma): tools check that, and the runtime, which reads only the tables, finds that image's
   // module without the kernel when it asks the driver.
   const Bytes inconsistent = with_candidate(bytes, 3, 3);
   EXPECT_MESSAGE(open_error(inconsistent), "the kernel index does not match the images' lists of kernel names");

@@ -133,8 +133,9 @@ TEST(BundleGolden, ReaderReadsEveryGoldenEverWritten) {
     // Carried (version 4) or worked out from the lists (older): the same index.
     const std::vector<std::string_view> kernels = {"_Z3addPfS_S_i", "_Z4wgmmav", "_Z6reducePKfPfi"};
     EXPECT_EQ(bundle->kernel_index().names, kernels);
-    const std::vector<std::uint32_t> candidates = {0, 1, 2, 4, 5, 3, 0, 1, 2, 4, 5};
+    const std::vector<std::uint32_t> candidates = {0, 1, 2, 4, 5, 3};  // one set per source: add and reduce share
     EXPECT_EQ(bundle->kernel_index().candidates, candidates);
+    EXPECT_EQ(bundle->kernel_index().set_of, (std::vector<std::uint32_t>{0, 1, 0}));
     ++read;
   }
   EXPECT_GE(read, std::size(kGoldens));
