@@ -641,20 +641,20 @@ std::size_t candidate_at(const Bytes& bytes, std::size_t candidate) {
   return candidate_set_at(bytes, index_head_of(bytes).set_count) + candidate * f::kCandidateSize;
 }
 
-Bytes with_index_entry(Bytes bytes, std::size_t kernel, const std::function<void(f::IndexEntry&)>& edit) {
-  f::IndexEntry entry = f::decode<f::IndexEntry>(bytes.data() + index_entry_at(bytes, kernel));
-  edit(entry);
-  f::encode(entry, bytes.data() + index_entry_at(bytes, kernel));
+// The bundle with the record at `at` edited, checksums resealed.
+template <class Record>
+Bytes with_record(Bytes bytes, std::size_t at, const std::function<void(Record&)>& edit) {
+  Record record = f::decode<Record>(bytes.data() + at);
+  edit(record);
+  f::encode(record, bytes.data() + at);
   testing::seal(bytes);
   return bytes;
 }
-
-Bytes with_candidate_set(Bytes bytes, std::size_t set, const std::function<void(f::CandidateSet&)>& edit) {
-  f::CandidateSet range = f::decode<f::CandidateSet>(bytes.data() + candidate_set_at(bytes, set));
-  edit(range);
-  f::encode(range, bytes.data() + candidate_set_at(bytes, set));
-  testing::seal(bytes);
-  return bytes;
+Bytes with_index_entry(const Bytes& bytes, std::size_t kernel, const std::function<void(f::IndexEntry&)>& edit) {
+  return with_record(bytes, index_entry_at(bytes, kernel), edit);
+}
+Bytes with_candidate_set(const Bytes& bytes, std::size_t set, const std::function<void(f::CandidateSet&)>& edit) {
+  return with_record(bytes, candidate_set_at(bytes, set), edit);
 }
 
 Bytes with_candidate(Bytes bytes, std::size_t candidate, std::uint32_t image) {
