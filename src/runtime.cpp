@@ -141,7 +141,7 @@ class KernelNames {
   }
 
   // A kernel by its demangled name, or by its readable one, as spellings() would resolve it. Only
-  // the kernels whose mangled name spells the same function identifier ("3add") are demangled, since
+  // the kernels whose mangled name holds the same function identifier ("add") are demangled, since
   // no other can match; once this has scanned many names, spelling all of them is cheaper.
   [[nodiscard]] ReadableMatch find_readable(std::string_view name) const {
     {
@@ -164,7 +164,9 @@ class KernelNames {
  private:
   static constexpr unsigned kScansBeforeSpellingAll = 32;
 
-  // The kernels whose mangled name spells `identifier` as a source name ("3add"), demangled.
+  // The kernels whose name holds `identifier`, demangled: every kernel whose readable name has that
+  // identifier is among them. A mangled name spells each source name in it ("3add"); a name that
+  // is not mangled is its own demangled name, and any string may be listed as a kernel.
   struct Scan {
     std::vector<std::size_t> kernels;
     std::vector<Spelling> spelled;
@@ -174,10 +176,9 @@ class KernelNames {
   std::optional<Scan> scan_for(std::string_view identifier) const {
     if (identifier.empty() || spelled_all_.load(std::memory_order_acquire)) return std::nullopt;
     if (scans_.fetch_add(1, std::memory_order_relaxed) >= kScansBeforeSpellingAll) return std::nullopt;
-    const std::string needle = std::to_string(identifier.size()) + std::string(identifier);
     Scan scan;
     for (std::size_t index = 0; index < mangled_.size(); ++index) {
-      if (mangled_[index].find(needle) == std::string_view::npos && mangled_[index] != identifier) continue;
+      if (mangled_[index].find(identifier) == std::string_view::npos) continue;
       scan.kernels.push_back(index);
       scan.spelled.push_back(Spelling::of(mangled_[index]));
     }

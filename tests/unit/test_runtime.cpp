@@ -602,6 +602,20 @@ TEST_F(RuntimeTest, OverloadsNeedTheirSignature) {
 // A readable name is first looked up by demangling only the kernels whose mangled name spells
 // the same function identifier, and after many such lookups by spelling every name; either way the
 // answer is what spelling every name gives.
+// A bundle may list any string as a kernel; one that is not a mangled name ("float add_and_carry",
+// short name add_and_carry) still shares its short name with the mangled kernel of that name, so
+// both are named by their full names, whether or not every name has been spelled. Found by
+// fuzz_runtime ("CUDA wgmm" beside _Z4wgmmav).
+TEST_F(RuntimeTest, ANameThatIsNotMangledStillSharesItsShortName) {
+  Runtime runtime = make_runtime({kHopper});
+  Module module = load(runtime, {cubin_image("sm_90", {"_Z13add_and_carryPi", "float add_and_carry"})});
+  EXPECT_EQ(kernel_or_fail(module, "_Z13add_and_carryPi").record().kernel, "add_and_carry(int*)");
+  Result<Kernel> ambiguous = module.kernel("add_and_carry");
+  ASSERT_FALSE(ambiguous.ok());
+  EXPECT_NE(ambiguous.error().message.find("ambiguous"), std::string::npos) << ambiguous.error().describe();
+  EXPECT_EQ(module.kernel_names(), (std::vector<std::string>{"add_and_carry(int*)", "float add_and_carry"}));
+}
+
 TEST_F(RuntimeTest, ReadableLookupsAgreeWithSpellingEveryName) {
   const std::vector<std::string> kernels = {
       "_ZN3ops3addIfEEvPKT_S3_PS1_x",  // ops::add<float>
