@@ -203,19 +203,24 @@ KernelIndex index_kernels(std::span<const std::span<const std::string_view>> lis
     if (added) runs.push_back(lists[image]);
     run_of_image[image] = found->second;
   }
-  KernelIndex index;
-  for (const auto& run : runs) index.names.insert(index.names.end(), run.begin(), run.end());
-  std::sort(index.names.begin(), index.names.end());
-  index.names.erase(std::unique(index.names.begin(), index.names.end()), index.names.end());
-
-  std::vector<std::vector<std::uint32_t>> run_kernels(runs.size());
+  // Every (name, run) pair sorted by name: the distinct names in order are the kernels, and each
+  // run's kernel numbers come out ascending (one sort; no map of names).
+  struct Listed {
+    std::string_view name;
+    std::uint32_t run;
+  };
+  std::vector<Listed> listed;
   for (std::size_t run = 0; run < runs.size(); ++run) {
-    for (std::string_view name : runs[run]) {
-      const auto at = std::lower_bound(index.names.begin(), index.names.end(), name);
-      run_kernels[run].push_back(static_cast<std::uint32_t>(at - index.names.begin()));
-    }
-    std::sort(run_kernels[run].begin(), run_kernels[run].end());  // a list may name a kernel twice
-    run_kernels[run].erase(std::unique(run_kernels[run].begin(), run_kernels[run].end()), run_kernels[run].end());
+    for (std::string_view name : runs[run]) listed.push_back({name, static_cast<std::uint32_t>(run)});
+  }
+  std::sort(listed.begin(), listed.end(), [](const Listed& a, const Listed& b) { return a.name < b.name; });
+  KernelIndex index;
+  std::vector<std::vector<std::uint32_t>> run_kernels(runs.size());
+  for (const Listed& entry : listed) {
+    if (index.names.empty() || index.names.back() != entry.name) index.names.push_back(entry.name);
+    std::vector<std::uint32_t>& kernels_of_run = run_kernels[entry.run];
+    const auto kernel = static_cast<std::uint32_t>(index.names.size() - 1);
+    if (kernels_of_run.empty() || kernels_of_run.back() != kernel) kernels_of_run.push_back(kernel);  // a list may name a kernel twice
   }
   // Each kernel's candidates as compressed rows (count, then fill in image order: ascending), then
   // kernels with the same candidates given one set, numbered in kernel order.
@@ -238,9 +243,15 @@ KernelIndex index_kernels(std::span<const std::span<const std::string_view>> lis
 
   std::unordered_map<std::string_view, std::uint32_t> set_numbers;  // by the bytes of the set's image numbers
   index.first_candidate.push_back(0);
+  std::string_view previous;
   for (std::size_t kernel = 0; kernel < kernels; ++kernel) {
     const std::span<const std::uint32_t> own = std::span<const std::uint32_t>(rows).subspan(first[kernel], first[kernel + 1] - first[kernel]);
     const std::string_view key(reinterpret_cast<const char*>(own.data()), own.size_bytes());
+    if (kernel > 0 && key == previous) {  // a source's kernels mostly sort together: no lookup for them
+      index.set_of.push_back(index.set_of.back());
+      continue;
+    }
+    previous = key;
     auto [found, added] = set_numbers.try_emplace(key, static_cast<std::uint32_t>(index.first_candidate.size() - 1));
     if (added) {
       index.candidates.insert(index.candidates.end(), own.begin(), own.end());
