@@ -189,9 +189,9 @@ struct BundleData {
 };
 
 // The kernel index of images whose kernel lists are `lists` (an empty list: the image may hold
-// any kernel). Lists that view the same run of names (one source's images, one per architecture)
-// are read once.
-KernelIndex index_kernels(std::span<const std::span<const std::string_view>> lists) {
+// any kernel), or nullopt where it would spell out more than kMaxIndexPairs (kernel, image) pairs.
+// Lists that view the same run of names (one source's images, one per architecture) are read once.
+std::optional<KernelIndex> index_kernels(std::span<const std::span<const std::string_view>> lists) {
   constexpr std::uint32_t kUnlisted = std::numeric_limits<std::uint32_t>::max();
   std::vector<std::span<const std::string_view>> runs;
   std::vector<std::uint32_t> run_of_image(lists.size(), kUnlisted);
@@ -225,6 +225,11 @@ KernelIndex index_kernels(std::span<const std::span<const std::string_view>> lis
   // Each kernel's candidates as compressed rows (count, then fill in image order: ascending), then
   // kernels with the same candidates given one set, numbered in kernel order.
   const std::size_t kernels = index.names.size();
+  std::uint64_t pairs = 0;
+  for (std::size_t image = 0; image < lists.size(); ++image) {
+    pairs += run_of_image[image] == kUnlisted ? kernels : run_kernels[run_of_image[image]].size();
+  }
+  if (pairs > f::kMaxIndexPairs) return std::nullopt;
   auto each_candidate = [&](auto&& visit) {
     for (std::size_t image = 0; image < lists.size(); ++image) {
       if (run_of_image[image] == kUnlisted) {
@@ -718,8 +723,17 @@ class Parser {
     std::vector<std::span<const std::string_view>> lists;
     lists.reserve(state_.images.size());
     for (const ImageInfo& image : state_.images) lists.push_back(image.kernels);
+    std::optional<KernelIndex> from_lists;
+    if (header_.format_version < f::kFirstVersionWithKernelIndex || check_ == OpenCheck::WholeFile) {
+      from_lists = index_kernels(lists);
+      if (!from_lists) {
+        return fail("the images' kernel lists name more (kernel, image) pairs than the reader's limit of " +
+                        std::to_string(f::kMaxIndexPairs) + " (every image that lists no kernels may hold each of them)",
+                    kHintMalformed);
+      }
+    }
     if (header_.format_version < f::kFirstVersionWithKernelIndex) {
-      state_.index = index_kernels(lists);
+      state_.index = std::move(*from_lists);
       return {};
     }
     KernelIndex& index = state_.index;
@@ -783,7 +797,7 @@ class Parser {
         index.candidates[i] = image;
       }
     }
-    if (check_ == OpenCheck::WholeFile && index != index_kernels(lists)) {
+    if (from_lists && index != *from_lists) {
       return fail("the kernel index does not match the images' lists of kernel names", kHintMalformed);
     }
     return {};
@@ -1331,9 +1345,13 @@ Result<Bytes> write_bundle(const std::vector<Image>& images, const BundleMetadat
     name_views[i].assign(images[i].kernels.begin(), images[i].kernels.end());
     lists[i] = name_views[i];
   }
-  const KernelIndex index = index_kernels(lists);
-  const Bytes index_bytes = encode_kernel_index(index, strings);
-  header.kernel_count = static_cast<std::uint32_t>(index.names.size());
+  const std::optional<KernelIndex> index = index_kernels(lists);
+  if (!index) {
+    return writer_error("the images' kernel lists name more (kernel, image) pairs than a reader takes (" +
+                        std::to_string(f::kMaxIndexPairs) + "); each image that lists no kernels counts for every kernel");
+  }
+  const Bytes index_bytes = encode_kernel_index(*index, strings);
+  header.kernel_count = static_cast<std::uint32_t>(index->names.size());
 
   header.entries_offset = f::kHeaderSize;
   header.refs_offset = header.entries_offset + std::uint64_t{f::kEntrySize} * images.size();

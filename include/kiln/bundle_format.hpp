@@ -62,6 +62,10 @@ inline constexpr std::uint32_t kMaxImageCount = 1u << 20;
 inline constexpr std::uint32_t kMaxDictionaryDepth = 16;  // longest chain image -> dictionary -> ...
 inline constexpr std::uint64_t kMaxNameReferences = std::uint64_t{1} << 20;  // kernel names over all images
 inline constexpr std::uint64_t kMaxNameBytes = std::uint64_t{64} << 20;      // their bytes over all images
+// (kernel, candidate image) pairs, before kernels with the same candidates share a set: what the
+// kernel index of a bundle with no index (v1-v3) expands to, where every image that lists no
+// kernels is a candidate of every kernel.
+inline constexpr std::uint64_t kMaxIndexPairs = std::uint64_t{1} << 24;
 // A zstd block (RFC 8878) yields at most 128 KiB and takes at least 4 bytes (3-byte header plus
 // content), so no frame inflates more than this ratio: a larger declared raw size is a lie.
 inline constexpr std::uint64_t kZstdMaxExpansion = (std::uint64_t{128} << 10) / 4;

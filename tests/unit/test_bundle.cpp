@@ -709,6 +709,38 @@ TEST(BundleIndex, OlderVersionsGetTheSameIndexFromTheirLists) {
   EXPECT_EQ(old_bundle->kernel_index().names.size(), 3u);
 }
 
+// Every image that lists no kernels may hold each kernel, so an index worked out from the lists
+// has (kernels x such images) pairs before kernels share sets: bounded, before anything is spelled
+// out, in the writer and in the reader of a bundle from before the index.
+TEST(BundleIndex, PairsOfKernelsAndImagesThatListNoneAreBounded) {
+  std::vector<std::string> many;
+  for (int k = 0; k < 4097; ++k) many.push_back("_Z1k" + std::to_string(k));
+  std::vector<Image> images = {make_image(ImageKind::Cubin, sm(8, 0), text_bytes("lists many"), many)};
+  for (int i = 0; i < 4096; ++i) {
+    images.push_back(make_image(ImageKind::Cubin, sm(9, 0), text_bytes("image " + std::to_string(i)), {"_Z1k0"}));
+  }
+  auto listed = write_bundle(images, {}, WriteOptions{.codec = Codec::None});
+  ASSERT_TRUE(listed.ok()) << listed.error().describe();  // 4,097 + 4,096 pairs
+  ASSERT_GT(std::uint64_t{4096} * 4097, f::kMaxIndexPairs);
+
+  std::vector<Image> unlisted = images;
+  for (std::size_t i = 1; i < unlisted.size(); ++i) unlisted[i].kernels.clear();
+  auto refused = write_bundle(unlisted, {}, WriteOptions{.codec = Codec::None});
+  ASSERT_FALSE(refused.ok());
+  EXPECT_MESSAGE(refused.error().message, "(kernel, image) pairs than a reader takes");
+
+  // The same as a version 3 bundle, which carries no index: the reader refuses to spell it out.
+  Bytes old = *listed;
+  for (std::size_t i = 1; i < images.size(); ++i) {
+    f::Entry entry = entry_of(old, i);
+    entry.names_first_ref = 0;
+    entry.names_count = 0;
+    f::encode(entry, old.data() + entry_at(old, i));
+  }
+  old = as_version(std::move(old), 3);
+  EXPECT_MESSAGE(open_error(old), "kernel lists name more (kernel, image) pairs than the reader's limit");
+}
+
 TEST(BundleReader, RejectsEachBadKernelIndexEntry) {
   // The feature bundle's index: add_kernel and sum_kernel share set 0 (images 0 1 2 4 5), wgmma
   // has set 1 (image 3).
