@@ -118,6 +118,8 @@ class KernelNames {
   [[nodiscard]] std::span<const std::uint32_t> candidate_images(std::size_t index) const {
     return index_.candidates_of(index);
   }
+  // Its candidate images' set in the index: the kernels of one source file share one.
+  [[nodiscard]] std::size_t candidate_set(std::size_t index) const { return index_.set_of[index]; }
   [[nodiscard]] const Spellings& spellings() const {
     std::call_once(spelled_, [this] {
       spellings_ = spell();
@@ -382,25 +384,20 @@ struct Module::State {
     using Selected = Result<std::pair<std::size_t, Selection>>;  // the image index and why
 
     // The slot for `key` in `slots`, made on first use.
-    template <class Slots, class Key>
-    auto& slot(Slots& slots, const Key& key) {
+    template <class Flight>
+    Flight& slot(std::unordered_map<std::size_t, std::unique_ptr<Flight>>& slots, std::size_t key) {
       std::lock_guard lock(mutex);
-      auto found = slots.find(key);
-      if (found == slots.end()) {
-        using Flight = typename Slots::mapped_type::element_type;
-        found = slots.emplace(typename Slots::key_type(key), std::make_unique<Flight>()).first;
-      }
-      return *found->second;
+      std::unique_ptr<Flight>& found = slots[key];
+      if (!found) found = std::make_unique<Flight>();
+      return *found;
     }
 
     std::mutex mutex;
     std::unordered_map<std::size_t, std::unique_ptr<SingleFlight<LoadedImage>>> images;  // by image index
     std::unordered_map<std::size_t, std::unique_ptr<SingleFlight<Kernel>>> kernels;      // by kernel index
-    // By candidate images (the bytes of the kernel's candidate list): the kernels of one source
-    // file share their images, and so their selection, which is then made once for all of them.
-    std::unordered_map<std::string, std::unique_ptr<SingleFlight<std::pair<std::size_t, Selection>>>, StringHash,
-                       std::equal_to<>>
-        selections;
+    // By candidate set (KernelIndex): the kernels of one source file share their images, and so
+    // their selection, which is then made once for all of them.
+    std::unordered_map<std::size_t, std::unique_ptr<SingleFlight<std::pair<std::size_t, Selection>>>> selections;
     // Whole-image compiles into the cache (compile_whole_images, or prepare_all in the background), by image index.
     std::unordered_map<std::size_t, std::unique_ptr<SingleFlight<WholeImageRecord>>> whole_compiles;
   };
@@ -645,8 +642,7 @@ const Result<LoadedImage>& Module::State::whole_image(int device, std::size_t im
 const Module::State::Device::Selected& Module::State::select(std::size_t index, int device) {
   Device& state = devices[static_cast<std::size_t>(device)];
   const std::span<const std::uint32_t> candidates = names->candidate_images(index);
-  const std::string_view key(reinterpret_cast<const char*>(candidates.data()), candidates.size_bytes());
-  return state.slot(state.selections, key).get([&]() -> Device::Selected {
+  return state.slot(state.selections, names->candidate_set(index)).get([&]() -> Device::Selected {
     const ComputeCapability cc = runtime->driver->compute_capability(device);
     std::vector<ImageTarget> targets;
     targets.reserve(candidates.size());
