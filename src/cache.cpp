@@ -74,6 +74,25 @@ std::chrono::system_clock::time_point to_time_point(const timespec& time) {
 
 std::string describe_errno(int error) { return std::generic_category().message(error); }
 
+// Whether users other than this one may create files in a directory of ours. Group write counts
+// only for a group not the process's own: with a group per user (Debian's and Ubuntu's default,
+// where umask 002 makes directories group-writable) that group holds no one else.
+bool writable_by_others(const struct stat& status) {
+  if ((status.st_mode & S_IWOTH) != 0) return true;
+  return (status.st_mode & S_IWGRP) != 0 && status.st_gid != ::getegid();
+}
+
+// "/x/link/" and "/x/link/." name the link's target: lstat and O_NOFOLLOW would follow the link
+// through them, and the symbolic-link check would pass. The path without them names the link.
+std::filesystem::path without_trailing_separators(std::filesystem::path path) {
+  while ((!path.has_filename() || path.filename() == ".") && path.has_relative_path()) {
+    std::filesystem::path parent = path.parent_path();
+    if (parent.empty()) break;  // "." and "./" name the current directory: keep ".", not ""
+    path = std::move(parent);
+  }
+  return path;
+}
+
 // "cache /home/me/.cache/kiln", or "cache directory" when there is none.
 std::string name_of(const std::filesystem::path& directory) {
   return "cache " + (directory.empty() ? std::string("directory") : directory.string());
@@ -129,10 +148,15 @@ enum class DirectoryState { Unseen, Ready, Refused };
 }  // namespace
 
 struct DiskCache::State {
-  State(std::filesystem::path directory_in, CachePolicy policy_in, CacheFaults faults_in)
-      : directory(std::move(directory_in)), policy(policy_in), faults(std::move(faults_in)) {}
+  State(std::filesystem::path directory_in, CachePolicy policy_in, CacheFaults faults_in,
+        std::filesystem::path checked_ancestor_in)
+      : directory(without_trailing_separators(std::move(directory_in))),
+        checked_ancestor(without_trailing_separators(std::move(checked_ancestor_in))),
+        policy(policy_in),
+        faults(std::move(faults_in)) {}
 
   const std::filesystem::path directory;
+  const std::filesystem::path checked_ancestor;  // empty, or held to the directory's checks too
   const CachePolicy policy;
   const CacheFaults faults;
 
@@ -199,16 +223,28 @@ struct DiskCache::State {
       return Presence::Refused;
     };
     if (directory.empty()) return refuse("is not set (neither KILN_CACHE_DIR, XDG_CACHE_HOME nor HOME is)");
-    struct stat status {};
-    if (::lstat(directory.c_str(), &status) != 0) return Presence::Missing;
-    // Followed links and foreign owners would let someone else choose the cubins we load.
-    if (S_ISLNK(status.st_mode)) {
-      return refuse("is a symbolic link, which kiln does not follow (point KILN_CACHE_DIR at the real directory)");
-    }
-    if (!S_ISDIR(status.st_mode)) return refuse("is not a directory");
-    if (status.st_uid != ::geteuid()) {
-      return refuse("is owned by uid " + std::to_string(status.st_uid) + ", not by this user (uid " +
-                    std::to_string(::geteuid()) + ")");
+    for (const std::filesystem::path* checked : {&checked_ancestor, &directory}) {
+      if (checked->empty()) continue;
+      // Said of the cache directory in the warning; an ancestor names itself.
+      const std::string subject = checked == &directory ? "" : "is inside " + checked->string() + ", which ";
+      struct stat status {};
+      if (::lstat(checked->c_str(), &status) != 0) return Presence::Missing;
+      // Followed links, foreign owners and directories others may write to would let someone
+      // else choose the cubins we load.
+      if (S_ISLNK(status.st_mode)) {
+        return refuse(subject + "is a symbolic link, which kiln does not follow (point KILN_CACHE_DIR at the real directory)");
+      }
+      if (!S_ISDIR(status.st_mode)) return refuse(subject + "is not a directory");
+      if (status.st_uid != ::geteuid()) {
+        return refuse(subject + "is owned by uid " + std::to_string(status.st_uid) + ", not by this user (uid " +
+                      std::to_string(::geteuid()) + ")");
+      }
+      if (writable_by_others(status)) {
+        char mode[8];
+        std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(status.st_mode & 07777));
+        return refuse(subject + "may be written by other users (mode " + mode + "; chmod go-w it, or point " +
+                      "KILN_CACHE_DIR at a private directory)");
+      }
     }
     directory_state = DirectoryState::Ready;
     return Presence::Ready;
@@ -277,14 +313,13 @@ struct DiskCache::State {
     // O_NONBLOCK: a FIFO planted under an entry's name must not hang the reader.
     FileDescriptor file(::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK));
     if (!file.valid()) {
-      if (errno != ENOENT) discard(path, nullptr);
+      // A link (ELOOP) or an unreadable file under an entry's name is not an entry; running out of
+      // descriptors or memory says nothing about the entry, which other processes still use.
+      if (errno == ELOOP || errno == EACCES) discard(path, nullptr);
       return std::nullopt;
     }
     struct stat status {};
-    if (::fstat(file.get(), &status) != 0) {
-      discard(path, nullptr);
-      return std::nullopt;
-    }
+    if (::fstat(file.get(), &status) != 0) return std::nullopt;
     const auto reject = [&] {
       discard(path, &status);
       return std::nullopt;
@@ -292,7 +327,9 @@ struct DiskCache::State {
     // The header first, then the payload straight into the buffer that is returned, then one
     // byte more: a file that grew since fstat is caught rather than read in part.
     std::uint8_t header_bytes[kCacheEntryHeaderBytes];
-    if (!S_ISREG(status.st_mode) ||
+    // An entry of another user's (the directory was refused if others could write to it, but it
+    // may have been handed over with files in it) could hold anything: this user wrote none of it.
+    if (!S_ISREG(status.st_mode) || status.st_uid != ::geteuid() ||
         cache_files::read_exactly(file.get(), header_bytes, sizeof header_bytes, faults.inject) != 0) {
       return reject();
     }
@@ -386,12 +423,12 @@ struct DiskCache::State {
       return written;
     }
     ++writes;
-    account_for_write(entry_bytes);
+    account_for_write(key, entry_bytes);
     return {};
   }
 
   // Keeps the size check cheap: a running total, rescanned now and then; prunes when over the cap.
-  void account_for_write(std::uint64_t entry_bytes) {
+  void account_for_write(const Hash128& written, std::uint64_t entry_bytes) {
     std::optional<std::uint64_t> total;
     {
       std::lock_guard lock(mutex);
@@ -415,7 +452,9 @@ struct DiskCache::State {
     }
     if (*total > policy.max_bytes) {
       // Best effort: an entry the pruner could not remove stays until the next prune.
-      (void)prune_to(policy.max_bytes - policy.max_bytes / kAutoPruneHeadroomDivisor);
+      // Never the entry just written, which its waiters are about to read: it fits the cap
+      // (store checked), though maybe not the headroom below it.
+      (void)prune_to(policy.max_bytes - policy.max_bytes / kAutoPruneHeadroomDivisor, cache_entry_file_name(written));
     }
   }
 
@@ -433,7 +472,7 @@ struct DiskCache::State {
     }
   }
 
-  Result<std::uint64_t> prune_to(std::uint64_t target_bytes) {
+  Result<std::uint64_t> prune_to(std::uint64_t target_bytes, std::string_view keep = {}) {
     Result<std::vector<DirectoryItem>> items = scan_directory(directory);
     if (!items) return std::move(items).error();
     remove_leftovers(*items);
@@ -453,6 +492,7 @@ struct DiskCache::State {
     std::uint64_t removed = 0;
     for (const DirectoryItem& entry : entries) {
       if (total <= target_bytes) break;
+      if (entry.name == keep) continue;
       if (::unlink((directory / entry.name).c_str()) == 0) {
         ++removed;
         total -= entry.bytes;
@@ -493,8 +533,25 @@ struct DiskCache::State {
   }
 };
 
-DiskCache::DiskCache(std::filesystem::path directory, CachePolicy policy, CacheFaults faults)
-    : state_(std::make_shared<State>(std::move(directory), policy, std::move(faults))) {}
+DiskCache::DiskCache(std::filesystem::path directory, CachePolicy policy, CacheFaults faults,
+                     std::filesystem::path checked_ancestor)
+    : state_(std::make_shared<State>(std::move(directory), policy, std::move(faults), std::move(checked_ancestor))) {}
+
+Result<std::filesystem::path> DiskCache::private_subdirectory(std::string_view name) {
+  if (Result<void> ready = state_->prepare_for_writing(); !ready) return ready.error();
+  const std::filesystem::path path = state_->directory / name;
+  if (::mkdir(path.c_str(), 0700) != 0 && errno != EEXIST) {
+    const int error = errno;
+    return cache_error(path, "cannot create the directory: " + describe_errno(error), error);
+  }
+  struct stat status {};
+  if (::lstat(path.c_str(), &status) != 0 || !S_ISDIR(status.st_mode) || status.st_uid != ::geteuid() ||
+      writable_by_others(status)) {
+    return cache_error(path, "is not a private directory of this user (a link, a file, another user's, or writable "
+                             "by others); remove it and kiln makes it again");
+  }
+  return path;
+}
 
 std::optional<Bytes> DiskCache::get(const Hash128& key) {
   std::optional<Bytes> value = state_->read_entry(key);
@@ -503,6 +560,11 @@ std::optional<Bytes> DiskCache::get(const Hash128& key) {
 }
 
 Result<void> DiskCache::put(const Hash128& key, ByteView value) { return state_->store(key, value); }
+
+void DiskCache::discard(const Hash128& key) {
+  if (!state_->readable()) return;
+  state_->discard(state_->entry_path(key), nullptr);
+}
 
 Result<Bytes> DiskCache::get_or_compute(const Hash128& key, const std::function<Result<Bytes>()>& compute,
                                         bool* hit) {

@@ -1,10 +1,13 @@
 #include "cache_files.hpp"
 
 #include <fcntl.h>
+#include <pthread.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <mutex>
+#include <vector>
 
 namespace kiln::cache_files {
 namespace {
@@ -18,7 +21,65 @@ struct flock whole_file_write_lock() {
   return lock;
 }
 
+// The lock files this process has open. The mutex is held across fork() (prepare/parent/child
+// handlers), and across each open and close, so no descriptor can be copied into a child
+// unlisted; the child then closes every listed one.
+struct OpenLockFiles {
+  std::mutex mutex;
+  std::vector<int> descriptors;
+};
+
+OpenLockFiles& open_lock_files() {
+  static OpenLockFiles* const files = [] {
+    auto* made = new OpenLockFiles;  // never destroyed: a fork during static destruction still finds it
+    ::pthread_atfork([] { open_lock_files().mutex.lock(); }, [] { open_lock_files().mutex.unlock(); },
+                     [] {
+                       OpenLockFiles& inherited = open_lock_files();
+                       for (const int fd : inherited.descriptors) ::close(fd);
+                       inherited.descriptors.clear();
+                       inherited.mutex.unlock();
+                     });
+    return made;
+  }();
+  return *files;
+}
+
 }  // namespace
+
+LockFileDescriptor::LockFileDescriptor(const std::filesystem::path& path, int flags) {
+  OpenLockFiles& files = open_lock_files();
+  std::lock_guard lock(files.mutex);
+  fd_ = ::open(path.c_str(), flags, 0600);
+  if (fd_ >= 0) files.descriptors.push_back(fd_);
+  opener_ = ::getpid();
+}
+
+bool LockFileDescriptor::opened_by_this_process() const noexcept { return opener_ == ::getpid(); }
+
+LockFileDescriptor& LockFileDescriptor::operator=(LockFileDescriptor&& other) noexcept {
+  if (this != &other) {
+    close();
+    fd_ = other.fd_;
+    opener_ = other.opener_;
+    other.fd_ = -1;
+  }
+  return *this;
+}
+
+LockFileDescriptor::~LockFileDescriptor() { close(); }
+
+void LockFileDescriptor::close() noexcept {
+  if (fd_ < 0) return;
+  if (!opened_by_this_process()) {
+    fd_ = -1;
+    return;
+  }
+  OpenLockFiles& files = open_lock_files();
+  std::lock_guard lock(files.mutex);
+  std::erase(files.descriptors, fd_);
+  ::close(fd_);  // under the mutex: a fork now cannot copy a descriptor that is no longer listed
+  fd_ = -1;
+}
 
 int injected_error(const FaultHook& inject, std::string_view operation) {
   return inject ? inject(operation) : 0;
@@ -100,7 +161,7 @@ int EntryLock::acquire(const std::filesystem::path& lock_path, const FaultHook& 
   path_ = lock_path;
   for (;;) {
     if (const int error = injected_error(inject, "lock")) return error;
-    FileDescriptor descriptor(::open(lock_path.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600));
+    LockFileDescriptor descriptor(lock_path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC);
     if (!descriptor.valid()) return errno;
     struct flock lock = whole_file_write_lock();
     while (::fcntl(descriptor.get(), F_OFD_SETLKW, &lock) != 0) {
@@ -119,14 +180,15 @@ int EntryLock::acquire(const std::filesystem::path& lock_path, const FaultHook& 
 }
 
 EntryLock::~EntryLock() {
-  if (!descriptor_.valid()) return;
+  // A forked child that unwinds this far neither holds the lock nor may take its file away.
+  if (!descriptor_.valid() || !descriptor_.opened_by_this_process()) return;
   // Unlink while still holding the lock, so nobody else can be relying on this inode. Failure
   // (someone removed it by hand) leaves at most an empty file that prune() removes later.
   (void)::unlink(path_.c_str());
 }
 
 bool remove_unheld_lock_file(const std::filesystem::path& lock_path) {
-  FileDescriptor descriptor(::open(lock_path.c_str(), O_RDWR | O_NOFOLLOW | O_CLOEXEC));
+  const LockFileDescriptor descriptor(lock_path, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
   if (!descriptor.valid()) return false;
   struct flock lock = whole_file_write_lock();
   if (::fcntl(descriptor.get(), F_OFD_SETLK, &lock) != 0) return false;  // held: someone is computing

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <sys/stat.h>
+#include <sys/types.h>
 
 #include <filesystem>
 #include <functional>
@@ -47,6 +48,33 @@ class FileDescriptor {
 
 [[nodiscard]] bool same_file(const struct stat& a, const struct stat& b) noexcept;
 
+// The descriptor of a lock file, which a fork()ed child does not keep. An OFD lock belongs to the
+// open file description, and a child shares those: a child that lives on (a data-loader worker
+// forked while a kernel compiles) would hold the key's lock after its parent let go of it, or
+// after its parent was killed, and every other process asking for the key would wait for the
+// child to exit. So each such descriptor is closed in the child as it is forked.
+class LockFileDescriptor {
+ public:
+  LockFileDescriptor() = default;
+  // open(path, flags, 0600); valid() tells whether it opened (errno then says why not).
+  LockFileDescriptor(const std::filesystem::path& path, int flags);
+  LockFileDescriptor(LockFileDescriptor&& other) noexcept : fd_(other.fd_), opener_(other.opener_) { other.fd_ = -1; }
+  LockFileDescriptor& operator=(LockFileDescriptor&& other) noexcept;
+  LockFileDescriptor(const LockFileDescriptor&) = delete;
+  LockFileDescriptor& operator=(const LockFileDescriptor&) = delete;
+  ~LockFileDescriptor();
+
+  [[nodiscard]] int get() const noexcept { return fd_; }
+  [[nodiscard]] bool valid() const noexcept { return fd_ >= 0; }
+  // False in a forked child, whose copy was closed at the fork (its number may be another file's now).
+  [[nodiscard]] bool opened_by_this_process() const noexcept;
+
+ private:
+  void close() noexcept;
+  int fd_ = -1;
+  pid_t opener_ = 0;
+};
+
 // An exclusive lock on "kiln-<key>.lock" (an OFD lock: the kernel drops it when the holder's
 // descriptor closes, including when the holder is killed). Destroying the holder unlinks the
 // file and then releases the lock, so lock files exist only while someone computes.
@@ -61,7 +89,7 @@ class EntryLock {
 
  private:
   std::filesystem::path path_;
-  FileDescriptor descriptor_;
+  LockFileDescriptor descriptor_;
 };
 
 // Removes a lock file nobody holds (left by a killed process); true when removed.

@@ -24,11 +24,23 @@ CacheFaults collect_warnings(const std::shared_ptr<CompileCache::Warnings>& warn
 
 }  // namespace
 
-std::filesystem::path default_compile_cache_directory() { return DiskCache::default_directory() / "build"; }
+std::filesystem::path default_compile_cache_directory() {
+  // No cache directory (no KILN_CACHE_DIR, XDG_CACHE_HOME or HOME) must not become ./build.
+  const std::filesystem::path root = DiskCache::default_directory();
+  return root.empty() ? root : root / "build";
+}
+
+DiskCache compile_cache_at(const std::filesystem::path& directory, CachePolicy policy, CacheFaults faults) {
+  // In its default place the compile cache is inside the cache directory, which is held to the
+  // same checks: a KILN_CACHE_DIR that is a link is refused by both caches, not by one.
+  std::filesystem::path ancestor;
+  if (!directory.empty() && directory == default_compile_cache_directory()) ancestor = DiskCache::default_directory();
+  return DiskCache(directory, policy, std::move(faults), std::move(ancestor));
+}
 
 CompileCache::CompileCache(std::filesystem::path directory)
     : warnings_(std::make_shared<Warnings>()),
-      cache_(std::move(directory), DiskCache::policy_from_environment(), collect_warnings(warnings_)) {}
+      cache_(compile_cache_at(directory, DiskCache::policy_from_environment(), collect_warnings(warnings_))) {}
 
 std::optional<Bytes> CompileCache::load(const Hash128& key, std::string_view kind) const {
   return cache_.get(entry_key(key, kind));

@@ -27,7 +27,7 @@ struct CacheKeyInputs {
   std::string input_kind;         // "ptx" | "source"
   std::string kernel;             // the entry compiled ("" = whole image)
   std::string target_arch;        // "sm_90"
-  std::string compiler;           // "driver 13000" / "nvrtc 13.0"
+  std::string compiler;           // the JIT's identity: "cuda-driver 13000 <libcuda file, size, mtime>" / "nvrtc <toolchain>"
   std::string options;            // compile options, canonical
 };
 [[nodiscard]] Hash128 make_cache_key(const CacheKeyInputs& inputs);
@@ -93,8 +93,11 @@ struct CacheFaults {
 
 class DiskCache {
  public:
-  // Does not touch the disk: the directory is created (0700) on first write.
-  DiskCache(std::filesystem::path directory, CachePolicy policy, CacheFaults faults = {});
+  // Does not touch the disk: the directory is created (0700) on first write. `checked_ancestor`,
+  // where given, is held to the same checks as the directory (not a link, this user's, written by
+  // nobody else): the cache directory above the compile cache's build/.
+  DiskCache(std::filesystem::path directory, CachePolicy policy, CacheFaults faults = {},
+            std::filesystem::path checked_ancestor = {});
 
   // KILN_CACHE_DIR / XDG_CACHE_HOME / ~/.cache + /kiln, KILN_CACHE_MAX_SIZE.
   [[nodiscard]] static std::filesystem::path default_directory();
@@ -106,6 +109,9 @@ class DiskCache {
   [[nodiscard]] std::optional<Bytes> get(const Hash128& key);
   // Atomic (temp file + rename). Failures leave no partial entry; the cache degrades to off.
   Result<void> put(const Hash128& key, ByteView value);
+  // Removes an entry that verified but proved unusable (the driver refused the cubin), so that
+  // the next get_or_compute computes it again; counted in corrupt_removed.
+  void discard(const Hash128& key);
 
   // Single-flight across threads and processes: the first caller computes (under a per-key
   // lock that dies with its holder), the rest wait and read. `hit` tells which happened: true
@@ -124,6 +130,11 @@ class DiskCache {
   Result<std::uint64_t> prune(const CachePolicy& policy);
   // Removes every entry (returns how many), unheld lock files and stale temp files; nothing else.
   Result<std::uint64_t> clear();
+
+  // A directory `name` inside the cache directory for the caller's own files (kiln build's compile
+  // slots), made like the cache's own: the cache directory is checked (and created) first, and
+  // the subdirectory is made 0700 and refused if it is a link, another user's or writable by others.
+  [[nodiscard]] Result<std::filesystem::path> private_subdirectory(std::string_view name);
 
   // False once a write failed (read-only dir, full disk): one warning was logged then.
   [[nodiscard]] bool writable() const noexcept;

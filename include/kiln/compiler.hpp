@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "kiln/bundle.hpp"
+#include "kiln/cache.hpp"
 #include "kiln/catalog.hpp"
 #include "kiln/error.hpp"
 
@@ -59,7 +60,12 @@ struct CompileOutput {
 
 // Where `kiln build` keeps its compile cache: build/ under the cache directory
 // (DiskCache::default_directory()), a DiskCache of its own that `kiln cache` also manages.
+// Empty where there is no cache directory (no KILN_CACHE_DIR, XDG_CACHE_HOME or HOME).
 [[nodiscard]] std::filesystem::path default_compile_cache_directory();
+// The compile cache at `directory`; at default_compile_cache_directory() the cache directory
+// above it is checked as the directory itself is (DiskCache's checked_ancestor).
+[[nodiscard]] DiskCache compile_cache_at(const std::filesystem::path& directory, CachePolicy policy,
+                                         CacheFaults faults = {});
 
 // Compiles all sources for all targets in parallel. A compile error carries the NVRTC log
 // (file and line) in Error::log. Output order is deterministic: per source, in source order,
@@ -75,5 +81,8 @@ struct CompileOutput {
 // Run-time JIT of a source image (as written by compile() with embed_source) for one
 // architecture: returns the cubin.
 [[nodiscard]] Result<Bytes> compile_source_image(ByteView source_image, Arch arch);
+// What compile_source_image's output depends on besides its input: the toolchain it loads (NVRTC
+// and nvJitLink, their versions and library files), as the offline compiler's cache keys it.
+[[nodiscard]] Result<std::string> source_jit_identity();
 
 }  // namespace kiln

@@ -1,14 +1,20 @@
 // The disk cache in one process: keys, sizes, the entry format, corruption, faults, refusal,
 // LRU pruning and the housekeeping commands. Processes racing: test_cache_concurrency.cpp.
 #include <fcntl.h>
+#include <pwd.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <cerrno>
+#include <chrono>
+#include <csignal>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <mutex>
 #include <set>
 #include <stdexcept>
@@ -19,6 +25,8 @@
 #include <gtest/gtest.h>
 
 #include "kiln/cache.hpp"
+#include "kiln/compiler.hpp"
+#include "unit/child_process.hpp"
 #include "unit/temp_directory.hpp"
 
 namespace fs = std::filesystem;
@@ -109,6 +117,13 @@ struct CountingCompute {
     };
   }
 };
+
+std::uint32_t mode_of(const fs::path& path) {
+  struct stat status {};
+  if (::lstat(path.c_str(), &status) != 0) return 0xFFFFFFFFu;
+  return status.st_mode & 07777;
+}
+
 
 // ---------------------------------------------------------------------------------------------
 // Keys
@@ -474,6 +489,47 @@ TEST_F(CacheCorruptEntry, SymbolicLinkUnderAnEntryName) {
       "symbolic link");
 }
 
+TEST_F(CacheCorruptEntry, DanglingSymbolicLinkUnderAnEntryName) {
+  expect_discarded(
+      [](const fs::path& entry) {
+        fs::remove(entry);
+        fs::create_symlink(entry.parent_path() / "nowhere.bin", entry);
+      },
+      "dangling symbolic link");
+}
+
+TEST_F(CacheCorruptEntry, EntryFileOwnedByAnotherUser) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to give an entry file to another user";
+  // A well-formed entry of the right key: only its owner is wrong.
+  expect_discarded([](const fs::path& entry) { ASSERT_EQ(::chown(entry.c_str(), 12345, 12345), 0) << entry; },
+                   "entry owned by uid 12345");
+}
+
+TEST(DiskCache, EntryThatCannotBeOpenedForWantOfDescriptorsIsAMissButIsKept) {
+  TempDirectory temp;
+  ASSERT_TRUE(DiskCache(temp.cache(), {}).put(key_for(1), value_for(1)).ok());
+  const fs::path entry = temp.cache() / cache_entry_file_name(key_for(1));
+  // In a child whose every descriptor is taken (the limit lowered to the lowest free one), open()
+  // fails with EMFILE: that says nothing about the entry, which must stay for everyone else.
+  const int status = exit_status_in_child([&]() {
+    DiskCache cache(temp.cache(), {});
+    const int lowest_free = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (lowest_free < 0) return 20;
+    ::close(lowest_free);
+    const rlimit limit{static_cast<rlim_t>(lowest_free), static_cast<rlim_t>(lowest_free)};
+    if (::setrlimit(RLIMIT_NOFILE, &limit) != 0) return 21;
+    const int probe = ::open(entry.c_str(), O_RDONLY | O_CLOEXEC);
+    if (probe >= 0 || errno != EMFILE) return 22;  // the premise: no descriptor is free
+    if (cache.get(key_for(1)).has_value()) return 23;
+    return 0;
+  });
+  ASSERT_EQ(status, 0) << "20-22: the child could not run out of descriptors; 23: it read the entry anyway";
+  EXPECT_TRUE(fs::exists(fs::symlink_status(entry))) << "an entry deleted because this process ran out of descriptors";
+  DiskCache cache(temp.cache(), {});
+  EXPECT_EQ(cache.get(key_for(1)), value_for(1));
+  EXPECT_EQ(cache.stats()->corrupt_removed, 0u);
+}
+
 TEST(DiskCache, UnreadableEntryIsAMissAndDeleted) {
   TempDirectory temp;
   ASSERT_TRUE(DiskCache(temp.cache(), {}).put(key_for(1), value_for(1)).ok());
@@ -657,6 +713,112 @@ TEST(CacheRefusal, NoDirectoryAtAll) {
   EXPECT_FALSE(cache.writable());
 }
 
+// "link/" and "link/." name the link's target, which lstat and O_NOFOLLOW would follow: the
+// cache must see the link through them, as it sees "link".
+TEST(CacheRefusal, ALinkNamedWithATrailingSlashOrDotIsRefused) {
+  for (const std::string suffix : {"/", "/.", "/./", "//"}) {
+    SCOPED_TRACE("cache directory named link" + suffix);
+    TempDirectory temp;
+    const fs::path real = temp.root() / "real";
+    fs::create_directory(real);
+    ASSERT_EQ(::chmod(real.c_str(), 0700), 0);
+    write_file(real / "planted.txt", as_bytes("x"));
+    write_file(real / cache_entry_file_name(key_for(0)), encode_cache_entry(key_for(0), value_for(99)));
+    fs::create_directory_symlink(real, temp.cache());
+    const fs::path spelled = temp.cache().string() + suffix;
+    expect_refused(spelled, real, {cache_entry_file_name(key_for(0)), "planted.txt"});
+    WarningLog warnings;
+    DiskCache cache(spelled, {}, faults_with(warnings));
+    EXPECT_FALSE(cache.put(key_for(1), value_for(1)).ok());
+    EXPECT_FALSE(cache.get(key_for(0)).has_value());
+    Result<CacheStats> stats = cache.stats();
+    ASSERT_FALSE(stats.ok());
+    EXPECT_NE(stats.error().message.find("symbolic link"), std::string::npos) << stats.error().message;
+    EXPECT_EQ(file_names(real), (std::vector<std::string>{cache_entry_file_name(key_for(0)), "planted.txt"}));
+  }
+}
+
+TEST(CacheRefusal, TheCurrentDirectoryNamedDotIsCheckedAsItself) {
+  // "." loses nothing to the trailing-separator rule: it is the current directory, checked as such.
+  TempDirectory temp;
+  fs::create_directory(temp.cache());
+  ASSERT_EQ(::chmod(temp.cache().c_str(), 0777), 0);
+  const fs::path before = fs::current_path();
+  fs::current_path(temp.cache());
+  for (const std::string spelled : {".", "./"}) {
+    SCOPED_TRACE("cache directory named " + spelled);
+    WarningLog warnings;
+    DiskCache cache(spelled, {}, faults_with(warnings));
+    Result<CacheStats> stats = cache.stats();
+    EXPECT_FALSE(stats.ok());
+    if (!stats.ok()) {
+      EXPECT_NE(stats.error().message.find("may be written by other users"), std::string::npos) << stats.error().message;
+    }
+  }
+  ASSERT_EQ(::chmod(temp.cache().c_str(), 0700), 0);
+  DiskCache private_here(".", {});
+  EXPECT_TRUE(private_here.put(key_for(1), value_for(1)).ok());
+  EXPECT_EQ(private_here.get(key_for(1)), value_for(1));
+  fs::current_path(before);
+}
+
+// A directory with one of the checked modes, holding someone else's planted entry for key 0.
+void make_planted_directory(const fs::path& directory, mode_t mode) {
+  fs::create_directory(directory);
+  write_file(directory / "planted.txt", as_bytes("x"));
+  write_file(directory / cache_entry_file_name(key_for(0)), encode_cache_entry(key_for(0), value_for(99)));
+  ASSERT_EQ(::chmod(directory.c_str(), mode), 0);
+}
+
+void expect_refused_as_writable_by_others(const fs::path& directory) {
+  expect_refused(directory, directory, {cache_entry_file_name(key_for(0)), "planted.txt"});
+  WarningLog warnings;
+  DiskCache cache(directory, {}, faults_with(warnings));
+  Result<CacheStats> stats = cache.stats();
+  ASSERT_FALSE(stats.ok());
+  EXPECT_NE(stats.error().message.find("may be written by other users"), std::string::npos) << stats.error().message;
+}
+
+TEST(CacheRefusal, DirectoryWritableByOthers) {
+  for (const mode_t mode : {0777, 0702, 0757, 01777}) {
+    SCOPED_TRACE("mode " + std::to_string(mode));
+    TempDirectory temp;
+    make_planted_directory(temp.cache(), mode);
+    expect_refused_as_writable_by_others(temp.cache());
+  }
+}
+
+TEST(CacheRefusal, DirectoryWritableByAGroupNotTheProcesssOwn) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to give a directory to a group this process is not in";
+  for (const mode_t mode : {0770, 0720, 0775}) {
+    SCOPED_TRACE("mode " + std::to_string(mode));
+    TempDirectory temp;
+    make_planted_directory(temp.cache(), mode);
+    ASSERT_NE(::getegid(), gid_t{12345});
+    ASSERT_EQ(::chown(temp.cache().c_str(), ::geteuid(), 12345), 0);
+    expect_refused_as_writable_by_others(temp.cache());
+  }
+}
+
+TEST(CacheRefusal, DirectoryNotWritableByOthersIsUsed) {
+  // Group write by the process's own group is allowed (a group per user, umask 002).
+  for (const mode_t mode : {0755, 0750, 0700, 0775, 0770}) {
+    SCOPED_TRACE("mode " + std::to_string(mode));
+    TempDirectory temp;
+    fs::create_directory(temp.cache());
+    ASSERT_EQ(::chown(temp.cache().c_str(), ::geteuid(), ::getegid()), 0);
+    ASSERT_EQ(::chmod(temp.cache().c_str(), mode), 0);
+    WarningLog warnings;
+    DiskCache cache(temp.cache(), {}, faults_with(warnings));
+    ASSERT_TRUE(cache.put(key_for(1), value_for(1)).ok());
+    EXPECT_EQ(cache.get(key_for(1)), value_for(1));
+    ASSERT_TRUE(cache.stats().ok());
+    EXPECT_EQ(cache.stats()->entries, 1u);
+    EXPECT_EQ(warnings.count(), 0u) << warnings.first();
+    EXPECT_EQ(mode_of(temp.cache()), mode);  // the cache does not change a mode it accepts
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // LRU pruning by bytes and the housekeeping commands
 
@@ -713,6 +875,39 @@ TEST(CachePrune, PutKeepsTheTotalUnderTheLimit) {
   EXPECT_TRUE(cache.get(key_for(8)).has_value());
   EXPECT_FALSE(cache.get(key_for(0)).has_value());
   EXPECT_TRUE(cache.writable());
+}
+
+TEST(CachePrune, PutNeverEvictsTheEntryItJustWrote) {
+  // Cap 1000 bytes, so an automatic prune aims at 875. A 400-byte entry, then a 948-byte one:
+  // 1348 bytes, over the cap; evicting the older entry leaves 948, still above 875, and the prune
+  // must stop there rather than take the entry just written (which fits the cap by itself).
+  TempDirectory temp;
+  DiskCache cache(temp.cache(), CachePolicy{1000});
+  const Bytes small = value_for(1, 400 - kCacheEntryHeaderBytes);
+  const Bytes large = value_for(2, 948 - kCacheEntryHeaderBytes);
+  ASSERT_TRUE(cache.put(key_for(1), small).ok());
+  set_mtime(temp.cache() / cache_entry_file_name(key_for(1)), std::time(nullptr) - 1000);
+  ASSERT_TRUE(cache.put(key_for(2), large).ok());
+  EXPECT_EQ(cache.get(key_for(2)), large);
+  EXPECT_FALSE(cache.get(key_for(1)).has_value());
+  Result<CacheStats> stats = cache.stats();
+  ASSERT_TRUE(stats.ok());
+  EXPECT_EQ(stats->entries, 1u);
+  EXPECT_EQ(stats->bytes, 948u);
+  EXPECT_TRUE(cache.writable());
+  // The same through get_or_compute: the computed value is there for whoever asks next.
+  CountingCompute compute;
+  TempDirectory other;
+  DiskCache computing(other.cache(), CachePolicy{1000});
+  ASSERT_TRUE(computing.put(key_for(3), small).ok());
+  set_mtime(other.cache() / cache_entry_file_name(key_for(3)), std::time(nullptr) - 1000);
+  const auto large_compute = [&]() -> Result<Bytes> {
+    (void)compute.of(4)();
+    return large;
+  };
+  ASSERT_TRUE(computing.get_or_compute(key_for(4), large_compute).ok());
+  EXPECT_EQ(DiskCache(other.cache(), {}).get(key_for(4)), large);
+  EXPECT_EQ(*compute.calls, 1);
 }
 
 TEST(CachePrune, RemovesStaleTempFilesAndUnheldLockFilesOnly) {
@@ -845,6 +1040,178 @@ TEST(CacheEnvironment, PolicyFromEnvironment) {
   ASSERT_EQ(warnings.size(), 1u);
   EXPECT_NE(warnings[0].find("KILN_CACHE_MAX_SIZE"), std::string::npos);
   EXPECT_NE(warnings[0].find("lots"), std::string::npos);
+}
+
+// ---------------------------------------------------------------------------------------------
+// A private subdirectory for the caller's own files (kiln build's compile slots)
+
+TEST(CachePrivateSubdirectory, IsMadeWithTheCacheDirectoryAndIsPrivate) {
+  TempDirectory temp;
+  const fs::path directory = temp.root() / "a" / "cache";
+  DiskCache cache(directory, {});
+  for (int round = 0; round < 2; ++round) {  // the second finds both made
+    Result<fs::path> slots = cache.private_subdirectory("slots");
+    ASSERT_TRUE(slots.ok()) << slots.error().describe();
+    EXPECT_EQ(*slots, directory / "slots");
+  }
+  for (const fs::path& made : {temp.root() / "a", directory, directory / "slots"}) {
+    EXPECT_EQ(mode_of(made), 0700u) << made;
+  }
+  // The cache still works beside it, and does not count it.
+  ASSERT_TRUE(cache.put(key_for(1), value_for(1)).ok());
+  EXPECT_EQ(cache.stats()->entries, 1u);
+}
+
+TEST(CachePrivateSubdirectory, RefusesASubdirectoryThatIsASymbolicLink) {
+  TempDirectory temp;
+  fs::create_directory(temp.cache());
+  ASSERT_EQ(::chmod(temp.cache().c_str(), 0700), 0);
+  const fs::path elsewhere = temp.root() / "elsewhere";
+  fs::create_directory(elsewhere);
+  ASSERT_EQ(::chmod(elsewhere.c_str(), 0700), 0);
+  fs::create_directory_symlink(elsewhere, temp.cache() / "slots");
+  Result<fs::path> slots = DiskCache(temp.cache(), {}).private_subdirectory("slots");
+  ASSERT_FALSE(slots.ok()) << "accepted " << *slots;
+  EXPECT_NE(slots.error().message.find("not a private directory"), std::string::npos) << slots.error().message;
+  EXPECT_TRUE(fs::is_symlink(temp.cache() / "slots"));
+  EXPECT_EQ(file_names(elsewhere), std::vector<std::string>{});
+}
+
+TEST(CachePrivateSubdirectory, RefusesASubdirectoryOthersMayWriteOrAFile) {
+  TempDirectory temp;
+  DiskCache cache(temp.cache(), {});
+  ASSERT_TRUE(cache.private_subdirectory("slots").ok());
+  ASSERT_EQ(::chmod((temp.cache() / "slots").c_str(), 0777), 0);
+  Result<fs::path> open_to_all = cache.private_subdirectory("slots");
+  ASSERT_FALSE(open_to_all.ok());
+  EXPECT_NE(open_to_all.error().message.find("not a private directory"), std::string::npos);
+  write_file(temp.cache() / "file", as_bytes("x"));
+  EXPECT_FALSE(cache.private_subdirectory("file").ok());
+}
+
+TEST(CachePrivateSubdirectory, RefusesWhenTheCacheDirectoryIsRefused) {
+  TempDirectory temp;
+  const fs::path real = temp.root() / "real";
+  fs::create_directory(real);
+  ASSERT_EQ(::chmod(real.c_str(), 0700), 0);
+  fs::create_directory_symlink(real, temp.cache());
+  for (const fs::path& spelled : {temp.cache(), fs::path(temp.cache().string() + "/")}) {
+    WarningLog warnings;
+    Result<fs::path> slots = DiskCache(spelled, {}, faults_with(warnings)).private_subdirectory("slots");
+    ASSERT_FALSE(slots.ok()) << spelled << " accepted: " << *slots;
+    EXPECT_NE(slots.error().message.find("symbolic link"), std::string::npos) << slots.error().message;
+  }
+  EXPECT_EQ(file_names(real), std::vector<std::string>{});
+  // A cache directory others may write to is refused too, and gets no subdirectory.
+  const fs::path shared = temp.root() / "shared";
+  fs::create_directory(shared);
+  ASSERT_EQ(::chmod(shared.c_str(), 0777), 0);
+  WarningLog warnings;
+  EXPECT_FALSE(DiskCache(shared, {}, faults_with(warnings)).private_subdirectory("slots").ok());
+  EXPECT_EQ(file_names(shared), std::vector<std::string>{});
+}
+
+// ---------------------------------------------------------------------------------------------
+// The compile cache in its default place: build/ under the cache directory, held to its checks
+
+TEST(CompileCacheDirectory, IsBuildUnderTheCacheDirectory) {
+  ScopedEnvironment explicit_directory("KILN_CACHE_DIR", "/srv/kiln-cache");
+  EXPECT_EQ(default_compile_cache_directory(), fs::path("/srv/kiln-cache/build"));
+}
+
+TEST(CompileCacheDirectory, InTheDefaultPlaceRefusesACacheDirectoryThatIsALink) {
+  TempDirectory temp;
+  const fs::path real = temp.root() / "real";
+  fs::create_directory(real);
+  ASSERT_EQ(::chmod(real.c_str(), 0700), 0);
+  const fs::path link = temp.root() / "link";
+  fs::create_directory_symlink(real, link);
+  for (const std::string& spelled : {link.string(), link.string() + "/"}) {
+    SCOPED_TRACE("KILN_CACHE_DIR=" + spelled);
+    ScopedEnvironment explicit_directory("KILN_CACHE_DIR", spelled.c_str());
+    WarningLog warnings;
+    DiskCache cache = compile_cache_at(default_compile_cache_directory(), {}, faults_with(warnings));
+    EXPECT_FALSE(cache.put(key_for(1), value_for(1)).ok());
+    EXPECT_FALSE(cache.get(key_for(1)).has_value());
+    Result<CacheStats> stats = cache.stats();
+    ASSERT_FALSE(stats.ok());
+    EXPECT_NE(stats.error().message.find("symbolic link"), std::string::npos) << stats.error().message;
+    EXPECT_EQ(warnings.count(), 1u);
+    EXPECT_EQ(file_names(real), std::vector<std::string>{}) << "build/ was made through the link";
+  }
+}
+
+TEST(CompileCacheDirectory, InTheDefaultPlaceRefusesACacheDirectoryOthersMayWrite) {
+  TempDirectory temp;
+  fs::create_directory(temp.cache());
+  ASSERT_EQ(::chmod(temp.cache().c_str(), 0777), 0);
+  ScopedEnvironment explicit_directory("KILN_CACHE_DIR", temp.cache().c_str());
+  WarningLog warnings;
+  DiskCache cache = compile_cache_at(default_compile_cache_directory(), {}, faults_with(warnings));
+  EXPECT_FALSE(cache.put(key_for(1), value_for(1)).ok());
+  Result<CacheStats> stats = cache.stats();
+  ASSERT_FALSE(stats.ok());
+  EXPECT_NE(stats.error().message.find("may be written by other users"), std::string::npos) << stats.error().message;
+  EXPECT_EQ(file_names(temp.cache()), std::vector<std::string>{});
+}
+
+TEST(CompileCacheDirectory, InTheDefaultPlaceWorksUnderARealPrivateCacheDirectory) {
+  TempDirectory temp;
+  fs::create_directory(temp.cache());
+  ASSERT_EQ(::chmod(temp.cache().c_str(), 0755), 0);
+  ScopedEnvironment explicit_directory("KILN_CACHE_DIR", temp.cache().c_str());
+  WarningLog warnings;
+  DiskCache cache = compile_cache_at(default_compile_cache_directory(), {}, faults_with(warnings));
+  ASSERT_TRUE(cache.put(key_for(1), value_for(1)).ok());
+  EXPECT_EQ(cache.get(key_for(1)), value_for(1));
+  EXPECT_EQ(warnings.count(), 0u) << warnings.first();
+  EXPECT_TRUE(fs::exists(temp.cache() / "build" / cache_entry_file_name(key_for(1))));
+  EXPECT_EQ(mode_of(temp.cache() / "build"), 0700u);
+  // A compile cache made before KILN_CACHE_DIR is missing entirely: both are made, privately.
+  TempDirectory fresh;
+  ScopedEnvironment fresh_directory("KILN_CACHE_DIR", fresh.cache().c_str());
+  DiskCache made = compile_cache_at(default_compile_cache_directory(), {}, faults_with(warnings));
+  ASSERT_TRUE(made.put(key_for(2), value_for(2)).ok());
+  EXPECT_EQ(mode_of(fresh.cache()), 0700u);
+  EXPECT_EQ(mode_of(fresh.cache() / "build"), 0700u);
+}
+
+TEST(CompileCacheDirectory, OutsideTheDefaultPlaceOnlyTheDirectoryItselfIsChecked) {
+  // A compile cache given its own directory is held to the directory's checks alone: only the
+  // default place has a cache directory above it to check (here one that others may write).
+  TempDirectory temp;
+  const fs::path shared = temp.root() / "shared";
+  fs::create_directory(shared);
+  ASSERT_EQ(::chmod(shared.c_str(), 01777), 0);
+  ScopedEnvironment explicit_directory("KILN_CACHE_DIR", shared.c_str());
+  WarningLog warnings;
+  DiskCache cache = compile_cache_at(temp.root() / "mine", {}, faults_with(warnings));
+  ASSERT_TRUE(cache.put(key_for(1), value_for(1)).ok());
+  EXPECT_EQ(cache.get(key_for(1)), value_for(1));
+}
+
+TEST(CompileCacheDirectory, IsEmptyNotARelativeBuildWhenThereIsNoCacheDirectory) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to become a user with no passwd entry";
+  constexpr uid_t kNobodyKnown = 54321;
+  if (::getpwuid(kNobodyKnown) != nullptr) GTEST_SKIP() << "uid " << kNobodyKnown << " has a passwd entry here";
+  // In a child: no KILN_CACHE_DIR, XDG_CACHE_HOME or HOME, and a uid with no home to fall back on.
+  const int status = exit_status_in_child([]() {
+    ::unsetenv("KILN_CACHE_DIR");
+    ::unsetenv("XDG_CACHE_HOME");
+    ::unsetenv("HOME");
+    if (::setgid(kNobodyKnown) != 0 || ::setuid(kNobodyKnown) != 0) return 20;
+    if (!DiskCache::default_directory().empty()) return 21;
+    if (!default_compile_cache_directory().empty()) return 22;  // "build", relative to the working directory, before
+    // A compile cache there has no directory: refused, and nothing is written anywhere.
+    CacheFaults quiet;
+    quiet.warn = [](std::string_view) {};
+    DiskCache cache = compile_cache_at(default_compile_cache_directory(), {}, quiet);
+    if (cache.put(key_for(1), value_for(1)).ok()) return 23;
+    return 0;
+  });
+  EXPECT_EQ(status, 0) << "20: could not become uid " << kNobodyKnown
+                       << "; 21: DiskCache::default_directory() not empty; 22: default_compile_cache_directory() "
+                          "not empty; 23: a compile cache with no directory stored an entry";
 }
 
 }  // namespace

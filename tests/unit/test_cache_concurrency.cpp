@@ -1,7 +1,9 @@
 // The disk cache under processes and threads racing: every key computed exactly once across
-// all of them, every value right, and a lock holder killed with SIGKILL blocks nobody.
+// all of them, every value right, and a lock holder killed with SIGKILL blocks nobody, nor does
+// a child it forked while it computed.
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -11,6 +13,7 @@
 #include <fstream>
 #include <functional>
 #include <map>
+#include <sstream>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -19,6 +22,7 @@
 #include <gtest/gtest.h>
 
 #include "kiln/cache.hpp"
+#include "unit/child_process.hpp"
 #include "unit/temp_directory.hpp"
 
 namespace fs = std::filesystem;
@@ -73,38 +77,6 @@ std::map<std::uint64_t, int> compute_counts(const fs::path& log) {
   return counts;
 }
 
-// Runs `body` in a forked child; its return value is the child's exit status. The child never
-// returns into GoogleTest.
-pid_t spawn(const std::function<int()>& body) {
-  const pid_t pid = ::fork();
-  if (pid == 0) {
-    int status = 100;
-    try {
-      status = body();
-    } catch (...) {
-      status = 101;
-    }
-    ::_exit(status);
-  }
-  return pid;
-}
-
-// The child's exit status, or -1 when it did not finish in time (it is then killed).
-int wait_bounded(pid_t pid, std::chrono::milliseconds limit) {
-  const auto deadline = std::chrono::steady_clock::now() + limit;
-  for (;;) {
-    int status = 0;
-    const pid_t done = ::waitpid(pid, &status, WNOHANG);
-    if (done == pid) return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-    if (done < 0) return -2;
-    if (std::chrono::steady_clock::now() > deadline) {
-      ::kill(pid, SIGKILL);
-      ::waitpid(pid, &status, 0);
-      return -1;
-    }
-    std::this_thread::sleep_for(5ms);
-  }
-}
 
 std::vector<std::string> kiln_leftovers(const fs::path& directory) {
   std::vector<std::string> names;
@@ -232,6 +204,117 @@ TEST(CacheConcurrency, LockHolderKilledWhileOthersWait) {
   EXPECT_EQ(computed, 1);
   EXPECT_EQ(compute_counts(temp.log()), (std::map<std::uint64_t, int>{{2, 1}}));
   EXPECT_EQ(kiln_leftovers(temp.cache()), std::vector<std::string>{});
+  ::close(ready[0]);
+  ::close(ready[1]);
+}
+
+// Whether some process waits on the OFD lock of `lock` (a "->" line of /proc/locks naming its
+// inode), polled up to `limit`. nullopt where /proc/locks cannot be read.
+std::optional<bool> someone_waits_on(const fs::path& lock, std::chrono::milliseconds limit) {
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  for (;;) {
+    std::ifstream locks("/proc/locks");
+    if (!locks) return std::nullopt;
+    struct stat status {};
+    if (::stat(lock.c_str(), &status) == 0) {
+      const std::string inode = ":" + std::to_string(status.st_ino) + " ";
+      for (std::string line; std::getline(locks, line);) {
+        if (line.find("->") != std::string::npos && line.find(inode) != std::string::npos) return true;
+      }
+    }
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::sleep_for(5ms);
+  }
+}
+
+// Lets the waiter block on the key's lock before the holder goes on: through /proc/locks where
+// it can be read, else by giving it a moment.
+void let_a_waiter_block(const fs::path& lock) {
+  if (const std::optional<bool> waits = someone_waits_on(lock, 10s)) {
+    EXPECT_TRUE(*waits) << "no process waited on " << lock;
+  } else {
+    std::this_thread::sleep_for(200ms);
+  }
+}
+
+bool alive(pid_t pid) {
+  if (::kill(pid, 0) != 0) return false;
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::string line;
+  if (!std::getline(stat, line)) return true;
+  const std::size_t close = line.rfind(')');
+  return close == std::string::npos || line.size() < close + 3 || line[close + 2] != 'Z';
+}
+
+// A child takes the key's lock inside get_or_compute; its compute forks a grandchild that sleeps
+// 20 s (a data-loader worker, say), sends the grandchild's pid through `ready`, then waits for a
+// byte on `finish` (or forever, when `finish` is -1) and returns the key's value.
+pid_t spawn_holder_that_forks(const fs::path& directory, std::uint64_t index, int ready_fd, int finish_fd) {
+  return spawn([=]() {
+    DiskCache cache(directory, {});
+    Result<Bytes> value = cache.get_or_compute(key_for(index), [=]() -> Result<Bytes> {
+      const pid_t grandchild = ::fork();
+      if (grandchild == 0) {
+        for (int second = 0; second < 20; ++second) ::sleep(1);
+        ::_exit(0);
+      }
+      if (grandchild < 0) return make_error(Component::Io, "cannot fork");
+      if (::write(ready_fd, &grandchild, sizeof grandchild) != sizeof grandchild) {
+        return make_error(Component::Io, "cannot signal");
+      }
+      if (finish_fd < 0) std::this_thread::sleep_for(1h);
+      char go = 0;
+      if (::read(finish_fd, &go, 1) != 1) return make_error(Component::Io, "no word to finish");
+      return value_for(index);
+    });
+    return value.ok() && *value == value_for(index) ? 0 : 30;
+  });
+}
+
+TEST(CacheConcurrency, ForkedChildDoesNotKeepTheLockAfterItsParentStores) {
+  TempDirectory temp;
+  int ready[2];
+  int finish[2];
+  ASSERT_EQ(::pipe(ready), 0);
+  ASSERT_EQ(::pipe(finish), 0);
+  const pid_t holder = spawn_holder_that_forks(temp.cache(), 4, ready[1], finish[0]);
+  pid_t grandchild = 0;
+  ASSERT_EQ(::read(ready[0], &grandchild, sizeof grandchild), static_cast<ssize_t>(sizeof grandchild));
+  ASSERT_GT(grandchild, 0);
+  const pid_t waiter = spawn_next_caller(temp, 4);
+  let_a_waiter_block(temp.cache() / ("kiln-" + key_for(4).hex() + ".lock"));
+  ASSERT_EQ(::write(finish[1], "!", 1), 1);
+  EXPECT_EQ(wait_bounded(holder, 10s), 0);
+  // The waiter finds the holder's entry as soon as the holder lets go; the grandchild, which
+  // sleeps 20 s, must not hold the lock in its place (10 s only bounds a hang).
+  EXPECT_EQ(wait_bounded(waiter, 10s), 12) << "0: the waiter computed; -1: it was still waiting after 10 s";
+  EXPECT_TRUE(alive(grandchild)) << "the grandchild is gone, so the test proves nothing";
+  EXPECT_TRUE(compute_counts(temp.log()).empty());
+  EXPECT_EQ(DiskCache(temp.cache(), {}).get(key_for(4)), value_for(4));
+  EXPECT_EQ(kiln_leftovers(temp.cache()), std::vector<std::string>{});
+  ::kill(grandchild, SIGKILL);
+  for (const int fd : {ready[0], ready[1], finish[0], finish[1]}) ::close(fd);
+}
+
+TEST(CacheConcurrency, ForkedChildDoesNotKeepTheLockOfAParentKilledWhileComputing) {
+  TempDirectory temp;
+  int ready[2];
+  ASSERT_EQ(::pipe(ready), 0);
+  const pid_t holder = spawn_holder_that_forks(temp.cache(), 5, ready[1], -1);
+  pid_t grandchild = 0;
+  ASSERT_EQ(::read(ready[0], &grandchild, sizeof grandchild), static_cast<ssize_t>(sizeof grandchild));
+  ASSERT_GT(grandchild, 0);
+  const pid_t waiter = spawn_next_caller(temp, 5);
+  let_a_waiter_block(temp.cache() / ("kiln-" + key_for(5).hex() + ".lock"));
+  EXPECT_TRUE(compute_counts(temp.log()).empty()) << "a waiter computed while the holder was alive";
+  ASSERT_EQ(::kill(holder, SIGKILL), 0);
+  EXPECT_EQ(wait_bounded(holder, 10s), 128 + SIGKILL);
+  // The lock died with the holder although its grandchild lives on: the waiter computes.
+  EXPECT_EQ(wait_bounded(waiter, 10s), 0) << "12: it found an entry nobody wrote; -1: still waiting after 10 s";
+  EXPECT_TRUE(alive(grandchild)) << "the grandchild is gone, so the test proves nothing";
+  EXPECT_EQ(compute_counts(temp.log()), (std::map<std::uint64_t, int>{{5, 1}}));
+  EXPECT_EQ(DiskCache(temp.cache(), {}).get(key_for(5)), value_for(5));
+  ::kill(grandchild, SIGKILL);
   ::close(ready[0]);
   ::close(ready[1]);
 }

@@ -49,18 +49,20 @@ std::vector<CompileUnit> compile_units(std::size_t sources, const std::vector<Ar
 }
 
 // One of `slots` machine-wide compile slots, held while it lives: lock files in the compile
-// cache, so that the helpers of several kiln builds at once (Ninja runs one per bundle) run at
-// most one compile per core between them. flock() is released when a process dies.
+// cache's slots/, so that the helpers of several kiln builds at once (Ninja runs one per bundle)
+// run at most one compile per core between them. flock() is released when a process dies.
 class CompileSlot {
  public:
-  CompileSlot(const std::filesystem::path& directory, unsigned slots) {
-    std::error_code error;
-    std::filesystem::create_directories(directory, error);
+  CompileSlot(const std::filesystem::path& cache_directory, unsigned slots) {
+    // Made as private as the cache itself; refused (a link, another user's): compile unthrottled.
+    Result<std::filesystem::path> directory =
+        compile_cache_at(cache_directory, DiskCache::policy_from_environment()).private_subdirectory("slots");
+    if (!directory) return;
     for (bool wait : {false, true}) {
       // Without waiting, any free slot; then wait for one picked by process id, to spread the waiters.
       for (unsigned slot = 0; slot < slots; ++slot) {
         const unsigned pick = wait ? static_cast<unsigned>(getpid()) % slots : slot;
-        const std::string path = (directory / ("slot-" + std::to_string(pick))).string();
+        const std::string path = (*directory / ("slot-" + std::to_string(pick))).string();
         const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
         if (fd < 0) continue;
         if (::flock(fd, wait ? LOCK_EX : LOCK_EX | LOCK_NB) == 0) {
@@ -218,8 +220,10 @@ Result<void> write_file_atomically(const std::filesystem::path& path, std::strin
   }
   std::filesystem::rename(temporary, path, ec);
   if (ec) {
+    const std::string why = ec.message();  // before remove() reuses ec
     std::filesystem::remove(temporary, ec);
-    return make_error(Component::Io, "could not move the new file into place: " + ec.message(), path.string());
+    return make_error(Component::Io, "could not move the new file into place: " + why, path.string(),
+                      "check that the output path is not a directory and its directory is writable");
   }
   return {};
 }
@@ -259,7 +263,7 @@ Result<void> run_build(const BuildArgs& args) {
       options.defines = args.defines;
       options.jobs = 1;
       options.cache_dir = default_compile_cache_directory();
-      const CompileSlot slot(*options.cache_dir / "slots", std::max(1u, std::thread::hardware_concurrency()));
+      const CompileSlot slot(*options.cache_dir, std::max(1u, std::thread::hardware_concurrency()));
       (void)compile({args.sources[unit.source]}, options);  // the parent reports failures
     }
     return {};
@@ -276,7 +280,9 @@ Result<void> run_build(const BuildArgs& args) {
   if (!args.no_cache) options.cache_dir = default_compile_cache_directory();
   ProgressLine progress(!args.quiet);
   options.on_progress = [&progress](const CompileProgress& step) { progress.update(step); };
-  if (options.cache_dir) {
+  // Helpers hand their work over through the compile cache; without a cache directory (the build
+  // warns that its cache is off) they would compile everything for nothing.
+  if (options.cache_dir && !options.cache_dir->empty()) {
     if (!args.quiet && isatty(STDERR_FILENO)) std::fprintf(stderr, "kiln: compiling in parallel processes...");
     fill_cache_in_helpers(args, compile_units(args.sources.size(), *cubins, *ptx).size(), args.jobs);
     progress.finish();

@@ -1,4 +1,5 @@
 // kiln cache and kiln prewarm: the persistent JIT cache from the command line.
+#include <algorithm>
 #include <cstdio>
 #include <ctime>
 #include <iostream>
@@ -24,7 +25,7 @@ struct NamedCache {
 
 std::vector<NamedCache> caches(const CachePolicy& policy) {
   return {{"jit", "JIT cache", DiskCache(DiskCache::default_directory(), policy)},
-          {"build", "compile cache (kiln build)", DiskCache(default_compile_cache_directory(), policy)}};
+          {"build", "compile cache (kiln build)", compile_cache_at(default_compile_cache_directory(), policy)}};
 }
 
 std::string timestamp(std::chrono::system_clock::time_point time) {
@@ -67,17 +68,22 @@ Result<void> run_cache(const std::string& action, const std::string& max_size, b
     }
   } else if (action == "list") {
     out["entries"] = nlohmann::ordered_json::array();
+    // Both caches' entries in one order, most recently used first, as the documentation promises.
+    std::vector<std::pair<CacheEntryInfo, const char*>> listed;
     for (NamedCache& named : all) {
       auto entries = named.cache.list();
       if (!entries) return entries.error();
-      for (const CacheEntryInfo& entry : *entries) {
-        const std::string stamp = timestamp(entry.last_used);
-        if (json) {
-          out["entries"].push_back({{"key", entry.key}, {"bytes", entry.bytes}, {"last_used", stamp}, {"cache", named.id}});
-        } else {
-          std::printf("%s %10llu  %s  %s\n", entry.key.c_str(), static_cast<unsigned long long>(entry.bytes),
-                      stamp.c_str(), named.id);
-        }
+      for (CacheEntryInfo& entry : *entries) listed.emplace_back(std::move(entry), named.id);
+    }
+    std::stable_sort(listed.begin(), listed.end(),
+                     [](const auto& a, const auto& b) { return a.first.last_used > b.first.last_used; });
+    for (const auto& [entry, cache] : listed) {
+      const std::string stamp = timestamp(entry.last_used);
+      if (json) {
+        out["entries"].push_back({{"key", entry.key}, {"bytes", entry.bytes}, {"last_used", stamp}, {"cache", cache}});
+      } else {
+        std::printf("%s %10llu  %s  %s\n", entry.key.c_str(), static_cast<unsigned long long>(entry.bytes),
+                    stamp.c_str(), cache);
       }
     }
   } else {
