@@ -2,8 +2,11 @@
 // lists every check below in the order open() makes them.
 #include "kiln/bundle.hpp"
 
+#include <fcntl.h>
 #include <lz4.h>
 #include <lz4hc.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <zstd.h>
 
 #include <algorithm>
@@ -12,10 +15,12 @@
 #include <cinttypes>
 #include <cstdio>
 #include <cstring>
-#include <fstream>
+#include <array>
 #include <limits>
 #include <map>
+#include <numeric>
 #include <memory>
+#include <optional>
 #include <set>
 #include <thread>
 #include <tuple>
@@ -286,6 +291,27 @@ struct ImageLabel {
 };
 std::string operator+(const ImageLabel& label, std::string_view rest) { return label.text() + std::string(rest); }
 
+// For each ref, where the first NUL at or after its offset lies (strings.size() where none does).
+// Refs may share and overlap their bytes, so scanning each ref's text would cost refs x length;
+// taken in order of offset, each byte is scanned at most once.
+std::vector<std::uint64_t> first_nul_at_or_after(const std::vector<f::StringRef>& refs, ByteView strings) {
+  std::vector<std::uint32_t> by_offset(refs.size());
+  std::iota(by_offset.begin(), by_offset.end(), 0u);
+  std::sort(by_offset.begin(), by_offset.end(),
+            [&](std::uint32_t a, std::uint32_t b) { return refs[a].offset < refs[b].offset; });
+  std::vector<std::uint64_t> first_nul(refs.size());
+  std::optional<std::uint64_t> nul;  // the first NUL at or after the previous offset
+  for (const std::uint32_t i : by_offset) {
+    const std::uint64_t offset = refs[i].offset;
+    if (!nul || *nul < offset) {
+      const void* found = std::memchr(strings.data() + offset, 0, strings.size() - offset);
+      nul = found ? static_cast<std::uint64_t>(static_cast<const std::uint8_t*>(found) - strings.data()) : strings.size();
+    }
+    first_nul[i] = *nul;
+  }
+  return first_nul;
+}
+
 class Parser {
  public:
   Parser(ByteView available, BundleData& state, OpenCheck check) : available_(available), state_(state), check_(check) {}
@@ -470,6 +496,8 @@ class Parser {
     empty_before_ref_.reserve(std::size_t{header_.ref_count} + 1);
     const std::uint8_t* table = state_.bytes.data() + header_.refs_offset;
     const ByteView strings = state_.bytes.subspan(header_.strings_offset, header_.strings_size);
+    std::vector<f::StringRef> refs;
+    refs.reserve(header_.ref_count);
     for (std::uint32_t i = 0; i < header_.ref_count; ++i) {
       const auto ref = f::decode<f::StringRef>(table + std::size_t{i} * f::kStringRefSize);
       // The +1 is the NUL each string carries for tools that read the file as C strings.
@@ -479,11 +507,16 @@ class Parser {
                         plural(strings.size(), "byte") + ")",
                     kHintMalformed);
       }
+      refs.push_back(ref);
+    }
+    const std::vector<std::uint64_t> first_nul = first_nul_at_or_after(refs, strings);
+    for (std::uint32_t i = 0; i < header_.ref_count; ++i) {
+      const f::StringRef& ref = refs[i];
       const std::string_view text = as_text(strings.subspan(ref.offset, ref.length));
       if (strings[ref.offset + ref.length] != 0) {
         return fail("string ref " + std::to_string(i) + " is not followed by a NUL", kHintMalformed);
       }
-      if (text.find('\0') != std::string_view::npos) {
+      if (first_nul[i] < std::uint64_t{ref.offset} + ref.length) {
         return fail("string ref " + std::to_string(i) + " contains a NUL byte", kHintMalformed);
       }
       state_.refs.push_back(text);
@@ -507,6 +540,13 @@ class Parser {
   Result<void> read_metadata() {
     auto pairs = ref_range(header_.metadata_first_ref, std::uint64_t{header_.metadata_count} * 2, "metadata");
     if (!pairs) return pairs.error();
+    std::uint64_t metadata_bytes = 0;
+    for (const std::string_view text : *pairs) metadata_bytes += text.size();
+    if (metadata_bytes > f::kMaxMetadataBytes) {
+      return fail("the metadata's keys and values total " + plural(metadata_bytes, "byte") +
+                      ", more than the reader's limit of " + plural(f::kMaxMetadataBytes, "byte"),
+                  kHintMalformed);
+    }
     std::set<std::string_view> keys;
     for (std::size_t i = 0; i < pairs->size(); i += 2) {
       const std::string_view key = (*pairs)[i];
@@ -842,25 +882,65 @@ Result<Bundle> Bundle::open(ByteView bytes, std::string name, OpenCheck check) {
 
 Result<Bundle> Bundle::open_file(const std::filesystem::path& path, OpenCheck check) {
   const std::string name = path.string();
-  std::ifstream file(path, std::ios::binary | std::ios::ate);
-  if (!file) {
-    const int code = errno;
-    Error error = make_error(Component::Io, "cannot open the bundle: " + std::string(std::strerror(code)), name,
-                             "check the path and its permissions");
+  auto io_error = [&](std::string message, int code, const char* hint) {
+    Error error = make_error(Component::Io, std::move(message) + ": " + std::strerror(code), name, hint);
     error.native_code = code;
     return error;
+  };
+  // O_NONBLOCK: a FIFO under the name must not hang the open.
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+  if (fd < 0) return io_error("cannot open the bundle", errno, "check the path and its permissions");
+  struct Closer {
+    int fd;
+    ~Closer() { ::close(fd); }
+  } closer{fd};
+  struct stat status {};
+  if (::fstat(fd, &status) != 0) return io_error("cannot tell the bundle's size", errno, "check the path");
+  // A directory reports a size of its own and a device or FIFO none that means anything.
+  if (S_ISDIR(status.st_mode)) {
+    return make_error(Component::Io, "is a directory, not a bundle file", name, "name the .kiln file itself");
   }
-  const std::streamoff size = file.tellg();
-  if (size < 0) return make_error(Component::Io, "cannot tell the bundle's size", name);
+  if (!S_ISREG(status.st_mode)) {
+    return make_error(Component::Io, "is not a regular file (a FIFO, socket or device), so not a bundle", name,
+                      "name the .kiln file itself");
+  }
+  const auto size = static_cast<std::uint64_t>(status.st_size);
   auto state = std::make_shared<State>();
   state->name = name;
-  state->owned.resize(static_cast<std::size_t>(size));
-  file.seekg(0);
-  file.read(reinterpret_cast<char*>(state->owned.data()), size);
-  if (!file || file.gcount() != size) {
-    return make_error(Component::Io, "reading the bundle failed after " + std::to_string(file.gcount()) + " of " +
-                                         plural(static_cast<std::uint64_t>(size), "byte"),
-                      name, "check that the file is not being written while it is read");
+  // The header first: a file that is not a bundle (or a huge sparse one) is refused without
+  // reading or allocating the rest.
+  auto read_at = [&](std::uint8_t* out, std::uint64_t count, std::uint64_t offset) -> Result<void> {
+    std::uint64_t done = 0;
+    while (done < count) {
+      const ssize_t got = ::pread(fd, out + done, count - done, static_cast<off_t>(offset + done));
+      if (got < 0 && errno == EINTR) continue;
+      if (got < 0) return io_error("reading the bundle failed", errno, "check the disk and the file");
+      if (got == 0) {
+        return make_error(Component::Io,
+                          "the file shrank while it was read: " + plural(offset + done, "byte") + " of " +
+                              plural(size, "byte"),
+                          name, "check that the file is not being written while it is read");
+      }
+      done += static_cast<std::uint64_t>(got);
+    }
+    return {};
+  };
+  const std::uint64_t head_size = std::min<std::uint64_t>(size, f::kHeaderSize);
+  std::array<std::uint8_t, f::kHeaderSize> head{};
+  if (Result<void> read = read_at(head.data(), head_size, 0); !read) return read.error();
+  if (head_size < f::kMagic.size() || !std::equal(f::kMagic.begin(), f::kMagic.end(), head.begin())) {
+    Parser parser(ByteView(head.data(), head_size), *state, check);
+    if (auto parsed = parser.run(); !parsed) return std::move(parsed).error();
+  }
+  try {
+    state->owned.resize(static_cast<std::size_t>(size));
+  } catch (const std::bad_alloc&) {
+    return make_error(Component::Io, "cannot allocate " + plural(size, "byte") + " to read the bundle into", name,
+                      "free memory, or check that this is the bundle you meant");
+  }
+  std::copy_n(head.begin(), head_size, state->owned.begin());
+  if (Result<void> read = read_at(state->owned.data() + head_size, size - head_size, head_size); !read) {
+    return read.error();
   }
   Parser parser(state->owned, *state, check);
   if (auto parsed = parser.run(); !parsed) return std::move(parsed).error();
@@ -1101,6 +1181,12 @@ Result<std::vector<std::pair<std::string, std::string>>> final_metadata(const Bu
     if (auto valid = check_string(key, "metadata key '" + key + "'"); !valid) return valid.error();
     if (auto valid = check_string(value, "metadata value of '" + key + "'"); !valid) return valid.error();
     if (keys.insert(key).second) entries.emplace_back(key, value);
+  }
+  std::uint64_t metadata_bytes = 0;
+  for (const auto& [key, value] : entries) metadata_bytes += key.size() + value.size();
+  if (metadata_bytes > f::kMaxMetadataBytes) {
+    return writer_error("the metadata's keys and values total " + plural(metadata_bytes, "byte") +
+                        ", more than a reader accepts (" + plural(f::kMaxMetadataBytes, "byte") + ")");
   }
   return entries;
 }

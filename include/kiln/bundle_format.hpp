@@ -62,6 +62,9 @@ inline constexpr std::uint32_t kMaxImageCount = 1u << 20;
 inline constexpr std::uint32_t kMaxDictionaryDepth = 16;  // longest chain image -> dictionary -> ...
 inline constexpr std::uint64_t kMaxNameReferences = std::uint64_t{1} << 20;  // kernel names over all images
 inline constexpr std::uint64_t kMaxNameBytes = std::uint64_t{64} << 20;      // their bytes over all images
+// Metadata keys and values together: refs may share string bytes, so without a bound a small file
+// could make a reader copy one long value millions of times.
+inline constexpr std::uint64_t kMaxMetadataBytes = std::uint64_t{1} << 20;
 // (kernel, candidate image) pairs, before kernels with the same candidates share a set: what the
 // kernel index of a bundle with no index (v1-v3) expands to, where every image that lists no
 // kernels is a candidate of every kernel.

@@ -120,6 +120,13 @@ inspect_corrupt)
 inspect_missing)
   expect 1 "$kiln" inspect "$work/nope.kiln"
   contains "nope.kiln" "$err"
+  # A directory is named as one (it once crashed the reader), and so is a FIFO (it once hung it).
+  mkdir "$work/dir.kiln"
+  expect 1 "$kiln" inspect "$work/dir.kiln"
+  contains "is a directory" "$err"; contains "dir.kiln" "$err"
+  mkfifo "$work/fifo.kiln"
+  expect 1 timeout 20 "$kiln" inspect "$work/fifo.kiln"
+  contains "not a regular file" "$err"
   ;;
 select_paths)
   build_ops "$work/ops.kiln" --devices h100,a100 --ptx compute_80
@@ -180,6 +187,20 @@ parallel_build)
     --devices sm_75,sm_80,sm_90 --ptx compute_75 -j 1 --no-cache
   cmp "$work/a.kiln" "$work/b.kiln" || { echo "FAIL: bundles differ"; failures=$((failures + 1)); }
   [ -n "$(ls "$work/parallel/build")" ] || { echo "FAIL: the helpers filled no compile cache"; failures=$((failures + 1)); }
+  # Every directory the build made under the cache directory is private (build/slots once was 0755),
+  # with the default -j as with -j 3.
+  KILN_CACHE_DIR=$work/private/cache expect 0 "$kiln" build "$data/kernels.cu" -I "$data/include" -o "$work/c.kiln" -q \
+    --devices sm_80,sm_90
+  if [ "$(nproc)" -ge 2 ]; then
+    [ -d "$work/private/cache/build/slots" ] || { echo "FAIL: the helpers made no build/slots"; failures=$((failures + 1)); }
+  fi
+  [ -d "$work/parallel/build/slots" ] || { echo "FAIL: the -j 3 helpers made no build/slots"; failures=$((failures + 1)); }
+  for made in "$work/private/cache" "$work/parallel"; do
+    while IFS= read -r directory; do
+      mode=$(stat -c %a "$directory")
+      [ "$mode" = 700 ] || { echo "FAIL: $directory has mode $mode, not 700"; failures=$((failures + 1)); }
+    done < <(find "$made" -type d)
+  done
   KILN_CACHE_DIR=$work/broken expect 1 "$kiln" build "$data/broken.cu" -o "$work/x.kiln" --devices sm_75,sm_80,sm_90 -j 3
   [ "$(grep -c "undeclared_name" <<<"$err")" -ge 1 ] && [ "$(grep -c "^kiln: " <<<"$err")" = 1 ] ||
     { echo "FAIL: expected one error report, got:"; echo "$err"; failures=$((failures + 1)); }

@@ -1,10 +1,19 @@
 // Bundle writer and reader: round trips, deduplication, dictionary chains, determinism, and a
 // rejection with a specific message for every way the bytes can be wrong.
+#include <fcntl.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <array>
 #include <atomic>
+#include <chrono>
+#include <csignal>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <map>
@@ -14,6 +23,8 @@
 #include "fuzz/bundle_seal.hpp"
 #include "kiln/bundle.hpp"
 #include "kiln/bundle_format.hpp"
+#include "unit/child_process.hpp"
+#include "unit/temp_directory.hpp"
 
 namespace kiln {
 namespace {
@@ -432,6 +443,85 @@ TEST(Bundle, OpenFileReadsAndReportsMissingFiles) {
   EXPECT_EQ(missing.error().context, path.string());
 }
 
+void write_bytes(const std::filesystem::path& path, ByteView bytes) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+  ASSERT_TRUE(out.good()) << path;
+}
+
+
+bool contains(const std::string& text, std::string_view part) { return text.find(part) != std::string::npos; }
+
+TEST(BundleFile, ADirectoryIsRefusedAsADirectory) {
+  TempDirectory temp;
+  for (const std::filesystem::path& path : {temp.root(), temp.root() / "ops.kiln"}) {
+    std::filesystem::create_directories(path);
+    auto bundle = Bundle::open_file(path);
+    ASSERT_FALSE(bundle.ok()) << path;
+    EXPECT_EQ(bundle.error().component, Component::Io);
+    EXPECT_EQ(bundle.error().context, path.string());
+    EXPECT_MESSAGE(bundle.error().message, "is a directory");
+  }
+}
+
+TEST(BundleFile, AFifoIsRefusedWithoutWaitingForAWriter) {
+  TempDirectory temp;
+  const std::filesystem::path fifo = temp.root() / "ops.kiln";
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  // In a child, so that an open() waiting for a writer that never comes fails the test.
+  const int status = exit_status_in_child([&]() {
+    auto bundle = Bundle::open_file(fifo);
+    if (bundle.ok()) return 1;
+    if (bundle.error().component != Component::Io) return 2;
+    if (!contains(bundle.error().message, "not a regular file")) return 3;
+    return 0;
+  }, std::chrono::seconds(10));
+  EXPECT_EQ(status, 0) << "-1: open_file waited on the FIFO; 1: it opened; 2: not an I/O error; 3: the message "
+                          "does not say 'not a regular file'";
+}
+
+TEST(BundleFile, AHugeSparseFileThatIsNotABundleIsRefusedFromItsHead) {
+  TempDirectory temp;
+  const std::filesystem::path path = temp.root() / "huge.kiln";
+  write_bytes(path, text_bytes("\x7f" "ELF and a terabyte of holes"));
+  if (::truncate(path.c_str(), std::int64_t{1} << 40) != 0) GTEST_SKIP() << "this file system has no 1 TiB sparse files";
+  // In a child with its address space capped: reading the whole file first would need 1 TiB.
+  const int status = exit_status_in_child([&]() {
+#if !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
+    const rlimit cap{rlim_t{16} << 30, rlim_t{16} << 30};
+    if (::setrlimit(RLIMIT_AS, &cap) != 0) return 10;
+#endif
+    auto bundle = Bundle::open_file(path);
+    if (bundle.ok()) return 1;
+    if (!contains(bundle.error().message, "not a kiln bundle: it starts with [7f 45 4c 46")) return 2;
+    return 0;
+  });
+  EXPECT_EQ(status, 0) << "101: it threw (bad_alloc?); 1: it opened; 2: not the not-a-bundle error; -1: it did not finish";
+}
+
+TEST(BundleFile, ShortAndTruncatedFilesGetTheReadersMessages) {
+  TempDirectory temp;
+  const Bytes bytes = feature_bundle();
+  const auto error_of = [&](ByteView contents) {
+    const std::filesystem::path path = temp.root() / "cut.kiln";
+    write_bytes(path, contents);
+    auto bundle = Bundle::open_file(path);
+    return bundle.ok() ? std::string("(opened)") : bundle.error().message;
+  };
+  EXPECT_MESSAGE(error_of({}), "0 bytes, shorter than the 128-byte bundle header");
+  EXPECT_MESSAGE(error_of(ByteView(bytes).first(40)), "shorter than the 128-byte bundle header");
+  EXPECT_MESSAGE(error_of(ByteView(bytes).first(200)), "the header says the bundle is " + std::to_string(bytes.size()) +
+                                                           " bytes but only 200");
+  EXPECT_MESSAGE(error_of(text_bytes("KIL")), "shorter than the 128-byte bundle header");
+  // The whole file opens, whatever its size relative to the header read first.
+  const std::filesystem::path path = temp.root() / "ops.kiln";
+  write_bytes(path, bytes);
+  auto bundle = Bundle::open_file(path);
+  ASSERT_TRUE(bundle.ok()) << bundle.error().describe();
+  expect_same_images(*bundle, feature_images());
+  EXPECT_EQ(bundle->metadata().get("project"), "kiln tests");
+}
+
 TEST(Bundle, ExtractIsSafeFromManyThreads) {
   const Bytes bytes = feature_bundle();
   auto bundle = Bundle::open(bytes);
@@ -486,6 +576,32 @@ TEST(BundleWriter, RejectsMoreKernelNamesThanTheReaderAccepts) {
   auto bytes = write_bundle(images, {});
   ASSERT_FALSE(bytes.ok());
   EXPECT_MESSAGE(bytes.error().message, "more than a bundle holds");
+}
+
+TEST(BundleWriter, RefusesMetadataOverTheReadersLimit) {
+  // producer and toolkit given, so that every byte is counted here: keys and values together.
+  const auto metadata_of = [](std::size_t value_bytes) {
+    return BundleMetadata{{{"producer", "p"}, {"toolkit", "t"}, {"big", std::string(value_bytes, 'x')}}};
+  };
+  const std::uint64_t others = std::string("producer").size() + 1 + std::string("toolkit").size() + 1 + 3;
+  auto at_limit = write_bundle({}, metadata_of(f::kMaxMetadataBytes - others));
+  ASSERT_TRUE(at_limit.ok()) << at_limit.error().describe();
+  auto read_back = Bundle::open(*at_limit);
+  ASSERT_TRUE(read_back.ok()) << read_back.error().describe();  // kiln never writes what it cannot read
+  EXPECT_EQ(read_back->metadata().get("big")->size(), f::kMaxMetadataBytes - others);
+
+  auto over = write_bundle({}, metadata_of(f::kMaxMetadataBytes - others + 1));
+  ASSERT_FALSE(over.ok());
+  EXPECT_EQ(over.error().component, Component::Bundle);
+  EXPECT_MESSAGE(over.error().message, "total " + std::to_string(f::kMaxMetadataBytes + 1) + " bytes");
+  EXPECT_MESSAGE(over.error().message, "more than a reader accepts (1048576 bytes)");
+
+  // Equal values are stored once, but the reader copies each: they count once per key.
+  BundleMetadata shared;
+  for (int i = 0; i < 20; ++i) shared.entries.emplace_back("key" + std::to_string(i), std::string(100 << 10, 'v'));
+  auto written = write_bundle({}, shared);
+  ASSERT_FALSE(written.ok());
+  EXPECT_MESSAGE(written.error().message, "more than a reader accepts");
 }
 
 // =============================================================================================
@@ -894,6 +1010,164 @@ TEST(BundleReader, BoundsTheKernelNamesItCopies) {
   }
   testing::seal(bytes);
   EXPECT_MESSAGE(open_error(bytes), "exceed the reader's limit of 1048576 names");
+}
+
+// --- Refs that share string bytes: many refs into one long string ---
+
+f::StringRef ref_of(const Bytes& bytes, std::size_t index) {
+  return f::decode<f::StringRef>(bytes.data() + header_of(bytes).refs_offset + index * f::kStringRefSize);
+}
+
+// Sets a ref without re-sealing (seal once after a batch of edits).
+void set_ref(Bytes& bytes, std::size_t index, f::StringRef ref) {
+  f::encode(ref, bytes.data() + header_of(bytes).refs_offset + index * f::kStringRefSize);
+}
+
+// A written bundle with a long kernel name (`long_length` 'k's, then the name "short") and
+// `spare_pairs` metadata pairs after producer and toolkit, which are then cut from the metadata:
+// their refs, 4 to 4 + 2 * spare_pairs, stay in the table for a test to point anywhere.
+struct SharedStringBundle {
+  Bytes bytes;
+  f::StringRef long_name;   // the long kernel name's ref
+  f::StringRef short_name;  // "short", stored right after the long name's NUL
+  std::uint32_t first_spare = 4;
+  std::uint32_t spare_count = 0;
+};
+
+SharedStringBundle shared_string_bundle(std::size_t spare_pairs, std::size_t long_length) {
+  SharedStringBundle made;
+  BundleMetadata metadata;
+  for (std::size_t i = 0; i < spare_pairs; ++i) {
+    char key[16];
+    std::snprintf(key, sizeof key, "k%05zu", i);
+    metadata.entries.emplace_back(key, "v");
+  }
+  const std::vector<Image> images = {
+      make_image(ImageKind::Ptx, sm(8, 0), text_bytes(".version 9.0"), {std::string(long_length, 'k'), "short"})};
+  auto written = write_bundle(images, metadata);
+  EXPECT_TRUE(written.ok()) << written.error().describe();
+  if (!written.ok()) return made;
+  made.bytes = *written;
+  const f::Entry entry = entry_of(made.bytes, 0);
+  made.long_name = ref_of(made.bytes, entry.names_first_ref);
+  made.short_name = ref_of(made.bytes, entry.names_first_ref + 1);
+  EXPECT_EQ(made.long_name.length, long_length);
+  EXPECT_EQ(made.short_name.offset, made.long_name.offset + made.long_name.length + 1);
+  made.spare_count = static_cast<std::uint32_t>(2 * spare_pairs);
+  EXPECT_EQ(made.first_spare + made.spare_count, entry.names_first_ref);
+  made.bytes = with_header(made.bytes, [](f::Header& h) { h.metadata_count = 2; }, false);
+  return made;
+}
+
+TEST(BundleReader, RefusesMetadataThatSharesOneValueOverTheLimit) {
+  // Stored once (200 KiB), the shared value is copied once per key when the bundle is read.
+  BundleMetadata metadata;
+  for (int i = 0; i < 20; ++i) metadata.entries.emplace_back("key" + std::to_string(i), "v" + std::to_string(i));
+  metadata.entries.emplace_back("long", std::string(200 << 10, 'x'));
+  auto written = write_bundle({}, metadata);
+  ASSERT_TRUE(written.ok()) << written.error().describe();
+  Bytes bytes = *written;
+  ASSERT_TRUE(Bundle::open(bytes).ok());
+  const f::Header header = header_of(bytes);
+  const std::uint32_t pairs = header.metadata_count;
+  ASSERT_EQ(pairs, 23u);  // producer, toolkit and ours
+  const f::StringRef long_value = ref_of(bytes, header.metadata_first_ref + 2 * (pairs - 1) + 1);
+  ASSERT_EQ(long_value.length, 200u << 10);
+  std::uint64_t total = 0;
+  for (std::uint32_t pair = 0; pair < pairs; ++pair) {
+    total += ref_of(bytes, header.metadata_first_ref + 2 * pair).length + long_value.length;
+    set_ref(bytes, header.metadata_first_ref + 2 * pair + 1, long_value);
+  }
+  testing::seal(bytes);
+  ASSERT_GT(total, f::kMaxMetadataBytes);
+  const std::string message = open_error(bytes);
+  EXPECT_MESSAGE(message, "the metadata's keys and values total " + std::to_string(total) + " bytes");
+  EXPECT_MESSAGE(message, "more than the reader's limit of 1048576 bytes");
+  // Under the limit, the same sharing is only an odd file: four keys share the value.
+  Bytes few = *written;
+  for (std::uint32_t pair = pairs - 4; pair < pairs; ++pair) set_ref(few, header.metadata_first_ref + 2 * pair + 1, long_value);
+  testing::seal(few);
+  auto bundle = Bundle::open(few);
+  ASSERT_TRUE(bundle.ok()) << bundle.error().describe();
+  EXPECT_EQ(bundle->metadata().get("key19"), std::string(200 << 10, 'x'));
+}
+
+TEST(BundleReader, AcceptsRefsThatShareAndOverlapOneStringEachEndingAtItsNul) {
+  SharedStringBundle made = shared_string_bundle(200, 4096);
+  ASSERT_FALSE(made.bytes.empty());
+  ASSERT_TRUE(Bundle::open(with_header(made.bytes, [](f::Header&) {})).ok());
+  const f::StringRef whole = made.long_name;
+  // Suffixes of the long name, in no order of offset, some the same: each ends at its NUL.
+  for (std::uint32_t i = 0; i < made.spare_count; ++i) {
+    const std::uint32_t skip = (i * 977u) % whole.length;
+    set_ref(made.bytes, made.first_spare + i, {whole.offset + skip, whole.length - skip});
+  }
+  set_ref(made.bytes, made.first_spare, whole);
+  set_ref(made.bytes, made.first_spare + 1, {whole.offset + whole.length, 0});  // the empty string at its NUL
+  set_ref(made.bytes, made.first_spare + 2, made.short_name);
+  testing::seal(made.bytes);
+  auto bundle = Bundle::open(made.bytes, "test.kiln");
+  ASSERT_TRUE(bundle.ok()) << bundle.error().describe();
+  EXPECT_EQ(bundle->images()[0].mangled_kernels(), (std::vector<std::string>{std::string(4096, 'k'), "short"}));
+  EXPECT_EQ(bundle->metadata().entries.size(), 2u);
+}
+
+TEST(BundleReader, RefusesTheLowestNumberedRefOfThoseThatShareBytesWrongly) {
+  SharedStringBundle made = shared_string_bundle(30, 4096);
+  ASSERT_FALSE(made.bytes.empty());
+  const f::StringRef whole = made.long_name;
+  for (std::uint32_t i = 0; i < made.spare_count; ++i) {
+    const std::uint32_t skip = (i * 131u) % whole.length;
+    set_ref(made.bytes, made.first_spare + i, {whole.offset + skip, whole.length - skip});
+  }
+  ASSERT_TRUE(Bundle::open(with_header(made.bytes, [](f::Header&) {})).ok());
+  // Wrong refs: one stops short of its NUL; one runs over the long name's NUL into "short".
+  const f::StringRef stops_short{whole.offset + 3000, whole.length - 3000 - 1};
+  const f::StringRef runs_over{whole.offset + 10, whole.length - 10 + 1 + made.short_name.length};
+  // A wrong ref with a lower offset than the first wrong one, at a higher number.
+  const f::StringRef low_stops_short{0, 7};                   // "produce", followed by 'r'
+  const f::StringRef low_runs_over{0, 8 + 1 + ref_of(made.bytes, 1).length};  // "producer\0<value>"
+  ASSERT_EQ(ref_of(made.bytes, 0).length, 8u);
+  const std::uint32_t a = made.first_spare + 20;
+  const std::uint32_t b = made.first_spare + 40;
+  const auto error_with = [&](std::vector<std::pair<std::uint32_t, f::StringRef>> edits) {
+    Bytes bytes = made.bytes;
+    for (const auto& [index, ref] : edits) set_ref(bytes, index, ref);
+    testing::seal(bytes);
+    return open_error(bytes);
+  };
+  EXPECT_MESSAGE(error_with({{a, stops_short}}), "string ref " + std::to_string(a) + " is not followed by a NUL");
+  EXPECT_MESSAGE(error_with({{a, runs_over}}), "string ref " + std::to_string(a) + " contains a NUL byte");
+  EXPECT_MESSAGE(error_with({{a, stops_short}, {b, low_runs_over}}), "string ref " + std::to_string(a) + " is not followed by a NUL");
+  EXPECT_MESSAGE(error_with({{a, runs_over}, {b, low_stops_short}}), "string ref " + std::to_string(a) + " contains a NUL byte");
+  EXPECT_MESSAGE(error_with({{a, runs_over}, {b, low_runs_over}}), "string ref " + std::to_string(a) + " contains a NUL byte");
+  // A good ref and a wrong one at the same offset, in both orders of number.
+  EXPECT_MESSAGE(error_with({{a, {whole.offset + 10, whole.length - 10}}, {b, runs_over}}),
+                 "string ref " + std::to_string(b) + " contains a NUL byte");
+  EXPECT_MESSAGE(error_with({{a, runs_over}, {b, {whole.offset + 10, whole.length - 10}}}),
+                 "string ref " + std::to_string(a) + " contains a NUL byte");
+  // A ref that starts on the long name's NUL and runs into "short".
+  EXPECT_MESSAGE(error_with({{b, {whole.offset + whole.length, 1 + made.short_name.length}}}),
+                 "string ref " + std::to_string(b) + " contains a NUL byte");
+}
+
+TEST(BundleReader, SixtyFiveThousandRefsToOneMebibyteStringOpen) {
+  // Checked ref by ref, these would scan 64 GiB; taken in order of offset, each byte is scanned
+  // once. Only the result is asserted (the refs are spare: neither metadata nor kernel names).
+  constexpr std::uint32_t kRefs = 65536;
+  SharedStringBundle made = shared_string_bundle(kRefs / 2, std::size_t{1} << 20);
+  ASSERT_FALSE(made.bytes.empty());
+  ASSERT_EQ(made.spare_count, kRefs);
+  for (std::uint32_t i = 0; i < made.spare_count; ++i) set_ref(made.bytes, made.first_spare + i, made.long_name);
+  testing::seal(made.bytes);
+  auto bundle = Bundle::open(made.bytes, "test.kiln");
+  ASSERT_TRUE(bundle.ok()) << bundle.error().describe();
+  ASSERT_EQ(bundle->images().size(), 1u);
+  EXPECT_EQ(bundle->images()[0].mangled_kernels().front().size(), std::size_t{1} << 20);
+  EXPECT_EQ(bundle->metadata().entries.size(), 2u);
+  auto image = bundle->extract(0);
+  ASSERT_TRUE(image.ok()) << image.error().describe();
+  EXPECT_EQ(*image, text_bytes(".version 9.0"));
 }
 
 // =============================================================================================
