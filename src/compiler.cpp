@@ -415,6 +415,12 @@ Result<CompileOutput> compile(const std::vector<std::filesystem::path>& sources,
   return output;
 }
 
+Result<std::string> source_jit_identity() {
+  auto loaded = nvrtc::load_toolchain();
+  if (!loaded) return loaded.error();
+  return (*loaded)->identity;
+}
+
 Result<Bytes> compile_source_image(ByteView source_image, Arch arch) {
   auto loaded = nvrtc::load_toolchain();
   if (!loaded) return loaded.error();

@@ -3,8 +3,11 @@
 #include <cuda.h>
 #include <cudaTypedefs.h>
 #include <dlfcn.h>
+#include <sys/stat.h>
 
 #include <cstdint>
+#include <cstdlib>
+#include <memory>
 #include <mutex>
 
 namespace kiln {
@@ -150,6 +153,21 @@ class CudaDriver final : public Driver {
   ~CudaDriver() override = default;
 
   int version() const noexcept override { return version_; }
+  // The library file as it lies on disk (libcuda.so.1 links to libcuda.so.<driver version>) with
+  // its size and modification time: every driver build reports the same cuDriverGetVersion.
+  std::string build_identity() const override {
+    std::call_once(identified_, [this] {
+      Dl_info info{};
+      if (dladdr(reinterpret_cast<void*>(api_.cuDriverGetVersion), &info) == 0 || info.dli_fname == nullptr) return;
+      std::unique_ptr<char, decltype(&std::free)> real(::realpath(info.dli_fname, nullptr), &std::free);
+      const std::string path = real ? real.get() : info.dli_fname;
+      struct stat status {};
+      identity_ = ::stat(path.c_str(), &status) == 0
+                      ? path + " " + std::to_string(status.st_size) + " " + std::to_string(status.st_mtim.tv_sec)
+                      : path;
+    });
+    return identity_;
+  }
   const std::vector<GpuInfo>& gpus() const noexcept override {
     std::call_once(named_, [this] {
       for (GpuInfo& gpu : gpus_) {
@@ -339,6 +357,8 @@ class CudaDriver final : public Driver {
   Api api_;
   int version_;
   mutable std::once_flag named_;
+  mutable std::once_flag identified_;
+  mutable std::string identity_;
   mutable std::vector<GpuInfo> gpus_;  // names filled in on the first gpus()
   std::vector<CUdevice> devices_;
   std::unique_ptr<Primary[]> primaries_;

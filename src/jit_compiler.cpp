@@ -9,11 +9,14 @@ class DriverJitCompiler final : public JitCompiler {
  public:
   explicit DriverJitCompiler(std::shared_ptr<Driver> driver) : driver_(std::move(driver)) {}
 
+  // Whatever changes the compiled code: the driver's build for PTX (its compiler), and for source
+  // the toolchain as the offline compiler's cache keys it (NVRTC's and nvJitLink's versions and
+  // library files, whose patch releases report the same major.minor).
   Result<std::string> identity(ImageKind kind) override {
-    if (kind == ImageKind::Ptx) return "cuda-driver " + std::to_string(driver_->version());
-    Result<NvrtcInfo> nvrtc = nvrtc_info();
-    if (!nvrtc) return nvrtc.error();
-    return "nvrtc " + std::to_string(nvrtc->major) + "." + std::to_string(nvrtc->minor);
+    if (kind == ImageKind::Ptx) return "cuda-driver " + std::to_string(driver_->version()) + " " + driver_->build_identity();
+    Result<std::string> toolchain = source_jit_identity();
+    if (!toolchain) return toolchain.error();
+    return "nvrtc " + *toolchain;
   }
 
   Result<Bytes> compile(const JitRequest& request) override {

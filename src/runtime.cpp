@@ -287,8 +287,9 @@ struct LoadedModules {
 
 // One image's bytes, extracted (and for PTX parsed) once, shared by every device.
 struct ImageData {
-  // Cubin or source; null for PTX, which `ptx` holds. Shared with the kernels of a cubin, which
-  // read their parameter tables from it on first launch.
+  // The image as extracted; for PTX too, as the dictionary of another image (the parsed text has
+  // lost any trailing NUL that those bytes hold). Shared with the kernels of a cubin, which read
+  // their parameter tables from it on first launch.
   std::shared_ptr<const Bytes> bytes;
   std::shared_ptr<const PtxModule> ptx;
 };
@@ -446,6 +447,11 @@ struct Module::State {
   // `target`: built from the bundle table's content hash, so a warm start needs neither to
   // decompress nor to split the PTX before it finds the cubin.
   Result<Hash128> cache_key(std::size_t image, const std::string& kernel, Arch target) const;
+  // jit(), then the cubin loaded on `device`.
+  Result<LoadedImage> jit_and_load(std::size_t image, ByteView input, const std::string& kernel, Arch target, int device,
+                                   const std::string& label);
+  // A cubin from the persistent cache that the driver refused: removed, so that it is compiled again.
+  void discard_refused(const Hash128& key, const std::string& label, const Error& refusal);
   Result<std::pair<Bytes, Path>> jit(std::size_t image, ByteView input, const std::string& kernel, Arch target,
                                      int device, const std::string& label);
   [[nodiscard]] std::string where(int device) const;
@@ -497,7 +503,20 @@ Result<void> Kernel::launch_raw(Dim3 grid, Dim3 block, unsigned shared_bytes, CU
     if (Result<void> checked = state.check_arguments(sizes, count); !checked) return checked;
     state.arguments_checked.store(true, std::memory_order_relaxed);
   }
-  return state.driver->launch(state.context, state.function, grid, block, shared_bytes, stream, args);
+  Result<void> launched = state.driver->launch(state.context, state.function, grid, block, shared_bytes, stream, args);
+  if (!launched) {
+    // The error path only: a launch that succeeds builds no text.
+    Error error = std::move(launched).error();
+    const KernelRecord& record = state.named_record();
+    const std::string here = "kernel " + record.kernel + " on GPU " + std::to_string(record.device) + " (" +
+                             record.device_arch + "), grid (" + std::to_string(grid.x) + ", " + std::to_string(grid.y) +
+                             ", " + std::to_string(grid.z) + "), block (" + std::to_string(block.x) + ", " +
+                             std::to_string(block.y) + ", " + std::to_string(block.z) + "), " +
+                             std::to_string(shared_bytes) + " bytes of dynamic shared memory";
+    error.context = error.context.empty() ? here : here + ", " + error.context;
+    return error;
+  }
+  return {};
 }
 
 const KernelRecord& Kernel::record() const { return state_->named_record(); }
@@ -564,7 +583,7 @@ const Result<ImageData>& Module::State::data(std::size_t image) {
     if (stored.dictionary) {
       const Result<ImageData>& primer = data(*stored.dictionary);
       if (!primer) return primer.error();
-      dictionary = primer->ptx ? as_bytes(primer->ptx->text()) : ByteView(*primer->bytes);
+      dictionary = ByteView(*primer->bytes);
     }
     Result<Bytes> bytes = bundle.extract(image, dictionary);
     if (!bytes) return bytes.error();
@@ -574,6 +593,7 @@ const Result<ImageData>& Module::State::data(std::size_t image) {
       return data;
     }
     Result<PtxModule> ptx = PtxModule::parse(std::string(as_text(*bytes)));
+    data.bytes = std::make_shared<const Bytes>(std::move(*bytes));
     if (!ptx) {
       Error error = std::move(ptx).error();
       error.context = bundle.name() + ", image " + std::to_string(image) + " (" +
@@ -622,6 +642,28 @@ Result<std::pair<Bytes, Path>> Module::State::jit(std::size_t image, ByteView in
   return std::pair{std::move(*cubin), hit ? Path::CacheHit : compiled};
 }
 
+// A cubin from the cache that the driver refuses (written by another driver build, or damaged
+// in a way its checksum cannot see) is discarded and compiled again, once.
+Result<LoadedImage> Module::State::jit_and_load(std::size_t image, ByteView input, const std::string& kernel,
+                                                Arch target, int device, const std::string& label) {
+  for (bool retried = false;; retried = true) {
+    auto jitted = jit(image, input, kernel, target, device, label);
+    if (!jitted) return jitted.error();
+    const Path path = jitted->second;
+    Result<LoadedImage> loaded = load_cubin(*runtime->driver, *modules, device, std::move(jitted->first), path);
+    if (loaded || path != Path::CacheHit || retried) return loaded;
+    Result<Hash128> key = cache_key(image, kernel, target);
+    if (!key) return loaded;
+    discard_refused(*key, label, loaded.error());
+  }
+}
+
+void Module::State::discard_refused(const Hash128& key, const std::string& label, const Error& refusal) {
+  runtime->cache->discard(key);
+  runtime->logger.write(LogLevel::Warn, label + ": the driver refused the cubin from the cache (" + refusal.describe() +
+                                            "); it was removed and is compiled again");
+}
+
 const Result<LoadedImage>& Module::State::whole_image(int device, std::size_t image, Path aot_path) {
   Device& state = devices[static_cast<std::size_t>(device)];
   return state.slot(state.images, image).get([&]() -> Result<LoadedImage> {
@@ -633,9 +675,7 @@ const Result<LoadedImage>& Module::State::whole_image(int device, std::size_t im
     Arch arch{runtime->driver->compute_capability(device),
               target.kind == ImageKind::Ptx ? target.arch.variant : ArchVariant::Plain};
     ByteView input = target.kind == ImageKind::Ptx ? as_bytes(loaded->ptx->text()) : ByteView(*loaded->bytes);
-    auto jitted = jit(image, input, "", arch, device, bundle.name() + " " + target.name());
-    if (!jitted) return jitted.error();
-    return load_cubin(*runtime->driver, *modules, device, std::move(jitted->first), jitted->second);
+    return jit_and_load(image, input, "", arch, device, bundle.name() + " " + target.name());
   });
 }
 
@@ -682,10 +722,16 @@ void Module::State::load_cached_whole_image(int device, std::size_t image, Arch 
   if (!key) return;
   std::optional<Bytes> cubin = runtime->cache->get(*key);
   if (!cubin) return;  // not prewarmed: each kernel finds or compiles its own cubin
+  // Loaded before it takes the slot, so that a cubin the driver refuses leaves the slot free for
+  // compiling the image again; a thread that filled the slot meanwhile wins, and this module is
+  // unloaded with the others.
+  Result<LoadedImage> loaded = load_cubin(*runtime->driver, *modules, device, std::move(*cubin), Path::CacheHit);
+  if (!loaded) {
+    discard_refused(*key, bundle.name() + " " + bundle.images()[image].target.name() + " (whole)", loaded.error());
+    return;
+  }
   Device& state = devices[static_cast<std::size_t>(device)];
-  // A load that fails leaves its error in the slot, and the kernels go their own way.
-  (void)state.slot(state.images, image).get(
-      [&] { return load_cubin(*runtime->driver, *modules, device, std::move(*cubin), Path::CacheHit); });
+  (void)state.slot(state.images, image).get([&] { return std::move(loaded); });
 }
 
 const Result<WholeImageRecord>& Module::State::cache_whole_image(int device, std::size_t image, Arch target) {
@@ -767,30 +813,29 @@ Result<Kernel> Module::State::make_kernel(std::size_t index, int device) {
   // A warm start: the kernel's image, compiled whole, already loaded from the persistent cache by
   // prepare_all; or the kernel's own cubin in the cache.
   const LoadedImage* whole = target.kind == ImageKind::Ptx ? cached_whole_image(device, image) : nullptr;
-  std::optional<Bytes> cached;
-  if (!whole && target.kind == ImageKind::Ptx && runtime->cache) {
-    if (Result<Hash128> key = cache_key(image, mangled, ptx_arch)) cached = runtime->cache->get(*key);
-  }
-  const Result<ImageData>* loaded = nullptr;
-  if (!whole && !cached) {
-    loaded = &data(image);
-    if (!*loaded) return failed((*loaded).error());
-  }
   // A kernel's own cubin (from the cache or just compiled) is loaded here; a whole image's
   // module is shared by its kernels.
   std::optional<LoadedImage> own;
-  if (!whole) {
-    if (cached) {
-      Result<LoadedImage> kernel_module = load_cubin(*runtime->driver, *modules, device, std::move(*cached), Path::CacheHit);
-      if (!kernel_module) return failed(std::move(kernel_module).error());
-      own = std::move(*kernel_module);
-    } else if (target.kind == ImageKind::Ptx && (*loaded)->ptx->splittable()) {
-      Result<std::string> piece = (*loaded)->ptx->kernel_ptx(mangled);
+  if (!whole && target.kind == ImageKind::Ptx && runtime->cache) {
+    if (Result<Hash128> key = cache_key(image, mangled, ptx_arch)) {
+      if (std::optional<Bytes> cached = runtime->cache->get(*key)) {
+        Result<LoadedImage> kernel_module = load_cubin(*runtime->driver, *modules, device, std::move(*cached), Path::CacheHit);
+        if (kernel_module) {
+          own = std::move(*kernel_module);
+        } else {
+          discard_refused(*key, bundle.name() + " " + target.name() + " " + names->readable(index), kernel_module.error());
+        }
+      }
+    }
+  }
+  if (!whole && !own) {
+    const Result<ImageData>& loaded = data(image);
+    if (!loaded) return failed(loaded.error());
+    if (target.kind == ImageKind::Ptx && loaded->ptx->splittable()) {
+      Result<std::string> piece = loaded->ptx->kernel_ptx(mangled);
       if (!piece) return failed(std::move(piece).error());
-      auto jitted = jit(image, as_bytes(*piece), mangled, ptx_arch, device,
-                        bundle.name() + " " + target.name() + " " + names->readable(index));
-      if (!jitted) return failed(std::move(jitted).error());
-      Result<LoadedImage> kernel_module = load_cubin(*runtime->driver, *modules, device, std::move(jitted->first), jitted->second);
+      Result<LoadedImage> kernel_module = jit_and_load(image, as_bytes(*piece), mangled, ptx_arch, device,
+                                                       bundle.name() + " " + target.name() + " " + names->readable(index));
       if (!kernel_module) return failed(std::move(kernel_module).error());
       own = std::move(*kernel_module);
     } else {

@@ -106,12 +106,17 @@ Result<Selection> select_image(std::span<const ImageTarget> images, ComputeCapab
     }
   }
 
+  // A rebuild helps only where this toolkit can target the device at all.
+  const std::string remedy =
+      device < kOldestSupported
+          ? "no rebuild with this toolkit helps: CUDA 13 targets compute capability " + cc_text(kOldestSupported) +
+                " and newer, so this GPU needs kernels built by an older toolkit"
+          : "rebuild with this device in the list, e.g. --devices " + std::string(device_label) +
+                " (KILN_AOT_DEVLIST), or keep PTX with --ptx " + Arch{device, ArchVariant::Plain}.compute_name() +
+                " or older";
   Error error = make_error(Component::Runtime, "nothing in the bundle can run on " + who + "; it holds " + holdings(images),
                            {},
-                           "rebuild with this device in the list, e.g. --devices " + std::string(device_label) +
-                               " (KILN_AOT_DEVLIST), or keep PTX with --ptx " +
-                               Arch{device, ArchVariant::Plain}.compute_name() + " or older" +
-                               (options.disable_jit ? "; KILN_DISABLE_JIT=1 is set, which rules out JIT" : "") +
+                           remedy + (options.disable_jit ? "; KILN_DISABLE_JIT=1 is set, which rules out JIT" : "") +
                                (options.force_jit ? "; KILN_FORCE_JIT=1 is set, which rules out cubins" : ""));
   error.kind = ErrorKind::NoCompatibleImage;
   return error;

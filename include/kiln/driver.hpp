@@ -45,6 +45,9 @@ class Driver {
 
   // cuDriverGetVersion: 13000 for CUDA 13.0.
   [[nodiscard]] virtual int version() const noexcept = 0;
+  // What tells driver builds of one version() apart, for the JIT cache's key: the driver's
+  // compiler changes with them. Empty where there is nothing more to tell.
+  [[nodiscard]] virtual std::string build_identity() const { return {}; }
   // Every device, in ordinal order; never empty (loading fails without a device).
   [[nodiscard]] virtual const std::vector<GpuInfo>& gpus() const noexcept = 0;
   // What selection needs of the devices. The defaults read gpus(); the CUDA driver answers these

@@ -70,6 +70,7 @@ class FakeDriver final : public Driver {
   }
 
   int version() const noexcept override { return 13000; }
+  std::string build_identity() const override { return build; }
   const std::vector<GpuInfo>& gpus() const noexcept override { return gpus_; }
   Result<std::optional<int>> current_device() const override { return current; }
 
@@ -124,6 +125,7 @@ class FakeDriver final : public Driver {
   Result<void> launch(CUcontext context, CUfunction function, Dim3, Dim3, unsigned, CUstream, void**) override {
     const auto* fake = reinterpret_cast<const FakeFunction*>(function);
     if (context != fake_context(fake->device)) return make_error(Component::Driver, "launched in the wrong context");
+    if (fail_launches) return make_error(Component::Driver, "cuLaunchKernel failed: CUDA_ERROR_INVALID_VALUE");
     ++launches;
     return {};
   }
@@ -131,6 +133,8 @@ class FakeDriver final : public Driver {
   static CUcontext fake_context(int device) { return reinterpret_cast<CUcontext>(std::uintptr_t{0x1000} + device); }
 
   std::optional<int> current;
+  std::string build = "fake driver build 1";
+  bool fail_launches = false;
   std::map<std::string, std::vector<std::size_t>> parameters;  // by mangled name; absent: the driver cannot tell
   std::atomic<int> parameter_queries{0};
   std::vector<std::pair<int, std::string>> loads;              // (device, arch) of each module loaded
@@ -159,6 +163,11 @@ class FakeJit final : public JitCompiler {
     if (fail_whole && request.kernel.empty()) return make_error(Component::Driver, "the whole image does not compile");
     std::lock_guard lock(mutex_);
     requests.push_back({request.kind, request.kernel, request.target.sm_name(), std::string(as_text(request.input))});
+    if (unloadable_outputs > 0) {
+      --unloadable_outputs;
+      const std::string junk = "NOT A CUBIN";
+      return Bytes(junk.begin(), junk.end());
+    }
     if (request.kind == ImageKind::Source) {
       std::istringstream words{std::string(as_text(request.input))};
       std::string magic;
@@ -189,6 +198,7 @@ class FakeJit final : public JitCompiler {
   std::chrono::milliseconds delay{0};
   std::chrono::milliseconds whole_delay{0};  // a whole image's compile (JitRequest::kernel empty)
   bool fail_whole = false;
+  int unloadable_outputs = 0;  // this many compiles return bytes the driver refuses
   std::atomic<int> max_active{0};
   std::vector<Request> requests;
 
@@ -1025,6 +1035,98 @@ TEST_F(RuntimeTest, WholeImagesNeedAPersistentCache) {
   ASSERT_TRUE(whole.ok()) << whole.error().describe();
   EXPECT_TRUE(whole->empty());
   EXPECT_EQ(jit_->compiles(), 0u) << "nowhere to keep them, so nothing compiled";
+}
+
+TEST_F(RuntimeTest, ACachedCubinTheDriverRefusesIsCompiledAgain) {
+  // The first compile's output is refused by the driver, and kept in the cache before it is loaded.
+  auto first_jit = std::make_shared<FakeJit>();
+  first_jit->unloadable_outputs = 1;
+  {
+    Runtime runtime = make_runtime({kHopper}, first_jit);
+    Module module = load(runtime, {ptx_image("compute_80")});
+    Result<Kernel> refused = module.kernel(kAdd, 0);
+    ASSERT_FALSE(refused.ok());
+    EXPECT_NE(refused.error().describe().find("not a fake cubin"), std::string::npos) << refused.error().describe();
+  }
+  // The next runtime finds that entry, the driver refuses it again, and it is compiled anew.
+  Runtime runtime = make_runtime({kHopper});
+  Module module = load(runtime, {ptx_image("compute_80")});
+  Kernel kernel = kernel_or_fail(module, kAdd, 0);
+  EXPECT_EQ(kernel.record().path, Path::JitPtx);
+  EXPECT_EQ(jit_->compiles(), 1u);
+  const std::vector<std::string> warnings = log_lines(LogLevel::Warn);
+  ASSERT_EQ(warnings.size(), 1u);
+  EXPECT_NE(warnings[0].find("the driver refused the cubin from the cache"), std::string::npos) << warnings[0];
+  // And the entry now holds the good cubin: a third runtime loads it without compiling.
+  Runtime third = make_runtime({kHopper});
+  Module again = load(third, {ptx_image("compute_80")});
+  EXPECT_EQ(kernel_or_fail(again, kAdd, 0).record().path, Path::CacheHit);
+  EXPECT_EQ(jit_->compiles(), 0u);
+}
+
+TEST_F(RuntimeTest, APrewarmedWholeImageTheDriverRefusesIsCompiledAgain) {
+  auto prewarm_jit = std::make_shared<FakeJit>();
+  prewarm_jit->unloadable_outputs = 1;  // the whole image's compile
+  {
+    Runtime runtime = make_runtime({kHopper}, prewarm_jit);
+    Module module = load(runtime, {ptx_image("compute_80")});
+    ASSERT_TRUE(module.compile_whole_images(0).ok());
+  }
+  Runtime runtime = make_runtime({kHopper});
+  Module module = load(runtime, {ptx_image("compute_80")});
+  ASSERT_TRUE(module.prepare_all(0).ok());
+  for (const KernelRecord& record : module.records()) EXPECT_EQ(record.path, Path::JitPtx) << record.kernel;
+  EXPECT_EQ(log_lines(LogLevel::Warn).size(), 1u);
+}
+
+TEST_F(RuntimeTest, APtxDictionaryIsUsedWithItsTrailingNul) {
+  // PTX from other tools may end in the C string's NUL; the writer primes the next image with
+  // those bytes, NUL and all, and the runtime must decode it with the same bytes.
+  std::string padding;
+  for (int i = 0; i < 400; ++i) padding += "// line " + std::to_string(i) + " of a long preamble that compresses\n";
+  std::string first = ptx_of({kAdd}, padding);
+  first.push_back('\0');
+  const std::string second = ptx_of({kAdd}, padding + "// compute_80\n");
+  std::vector<Image> images{{*parse_target("compute_75"), {kAdd}, Bytes(first.begin(), first.end())},
+                            {*parse_target("compute_80"), {kAdd}, Bytes(second.begin(), second.end())}};
+  Result<Bytes> bytes = write_bundle(images, {});
+  ASSERT_TRUE(bytes.ok()) << bytes.error().describe();
+  Result<Bundle> bundle = Bundle::open(*bytes);
+  ASSERT_TRUE(bundle.ok());
+  ASSERT_EQ(bundle->images()[1].dictionary, std::optional<std::uint32_t>(0)) << "the test needs a dictionary";
+  bundles_.push_back(std::move(*bytes));
+  Runtime runtime = make_runtime({kAmpere86});
+  Result<Module> module = runtime.load(bundles_.back(), "nul.kiln");
+  ASSERT_TRUE(module.ok());
+  Kernel kernel = kernel_or_fail(*module, kAdd, 0);
+  EXPECT_EQ(kernel.record().image, "compute_80");
+}
+
+TEST_F(RuntimeTest, ALaunchFailureNamesTheKernelTheGpuAndTheShape) {
+  Runtime runtime = make_runtime({kHopper});
+  Module module = load(runtime, {cubin_image("sm_90")});
+  Kernel kernel = kernel_or_fail(module, kAdd, 0);
+  driver_->fail_launches = true;
+  float* data = nullptr;
+  Result<void> launched = kernel.launch({4, 1, 1}, {128, 1, 1}, 0, nullptr, data, data, 1);
+  ASSERT_FALSE(launched.ok());
+  const std::string text = launched.error().describe();
+  EXPECT_NE(text.find("CUDA_ERROR_INVALID_VALUE"), std::string::npos) << text;
+  EXPECT_NE(text.find("kernel add"), std::string::npos) << text;
+  EXPECT_NE(text.find("GPU 0 (sm_90)"), std::string::npos) << text;
+  EXPECT_NE(text.find("grid (4, 1, 1), block (128, 1, 1)"), std::string::npos) << text;
+}
+
+TEST_F(RuntimeTest, TheJitCacheKeyTellsDriverBuildsApart) {
+  // The real JIT compiler's identity, which keys the cache: one CUDA version, two driver builds.
+  auto build_one = std::make_shared<FakeDriver>(std::vector<ComputeCapability>{kHopper});
+  auto build_two = std::make_shared<FakeDriver>(std::vector<ComputeCapability>{kHopper});
+  build_two->build = "fake driver build 2";
+  Result<std::string> one = make_jit_compiler(build_one)->identity(ImageKind::Ptx);
+  Result<std::string> two = make_jit_compiler(build_two)->identity(ImageKind::Ptx);
+  ASSERT_TRUE(one.ok() && two.ok());
+  EXPECT_NE(*one, *two);
+  EXPECT_NE(one->find("13000"), std::string::npos) << *one;
 }
 
 TEST_F(RuntimeTest, ARuntimeNeedsADriverAndAJit) {

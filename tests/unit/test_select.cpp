@@ -68,6 +68,17 @@ TEST(Select, NothingFitsNamesDeviceHoldingsAndRebuildList) {
   EXPECT_NE(l4.error().message.find("it holds sm_90 cubin (x3)"), std::string::npos) << l4.error().message;
 }
 
+TEST(Select, NothingFitsAGpuOlderThanTheToolkitSaysNoRebuildHelps) {
+  // A V100 (7.0): CUDA 13 targets 7.5 and newer, so "--devices v100" or "--ptx compute_70" would
+  // only be refused in turn.
+  auto v100 = select_image(targets({"sm_80", "compute_80"}), {7, 0}, "v100");
+  ASSERT_FALSE(v100);
+  EXPECT_NE(v100.error().hint.find("no rebuild with this toolkit helps"), std::string::npos) << v100.error().hint;
+  EXPECT_NE(v100.error().hint.find("7.5"), std::string::npos) << v100.error().hint;
+  EXPECT_EQ(v100.error().hint.find("--devices v100"), std::string::npos) << v100.error().hint;
+  EXPECT_EQ(v100.error().hint.find("compute_70"), std::string::npos) << v100.error().hint;
+}
+
 TEST(Select, ForceAndDisableJit) {
   const auto images = targets({"sm_90", "compute_80"});
   auto forced = select_image(images, {9, 0}, "h100", {.force_jit = true});
