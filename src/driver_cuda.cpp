@@ -6,8 +6,6 @@
 #include <sys/stat.h>
 
 #include <cstdint>
-#include <cstdlib>
-#include <memory>
 #include <mutex>
 
 namespace kiln {
@@ -153,18 +151,18 @@ class CudaDriver final : public Driver {
   ~CudaDriver() override = default;
 
   int version() const noexcept override { return version_; }
-  // The library file as it lies on disk (libcuda.so.1 links to libcuda.so.<driver version>) with
-  // its size and modification time: every driver build reports the same cuDriverGetVersion.
+  // The loaded library with the size and modification time of the file it links to
+  // (libcuda.so.1 -> libcuda.so.<driver version>): every driver build of one CUDA version reports
+  // the same cuDriverGetVersion. One stat, not realpath's walk: a warm start computes this too.
   std::string build_identity() const override {
     std::call_once(identified_, [this] {
       Dl_info info{};
       if (dladdr(reinterpret_cast<void*>(api_.cuDriverGetVersion), &info) == 0 || info.dli_fname == nullptr) return;
-      std::unique_ptr<char, decltype(&std::free)> real(::realpath(info.dli_fname, nullptr), &std::free);
-      const std::string path = real ? real.get() : info.dli_fname;
+      identity_ = info.dli_fname;
       struct stat status {};
-      identity_ = ::stat(path.c_str(), &status) == 0
-                      ? path + " " + std::to_string(status.st_size) + " " + std::to_string(status.st_mtim.tv_sec)
-                      : path;
+      if (::stat(info.dli_fname, &status) == 0) {
+        identity_ += " " + std::to_string(status.st_size) + " " + std::to_string(status.st_mtim.tv_sec);
+      }
     });
     return identity_;
   }
