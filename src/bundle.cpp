@@ -291,24 +291,34 @@ struct ImageLabel {
 };
 std::string operator+(const ImageLabel& label, std::string_view rest) { return label.text() + std::string(rest); }
 
-// For each ref, where the first NUL at or after its offset lies (strings.size() where none does).
-// Refs may share and overlap their bytes, so scanning each ref's text would cost refs x length;
-// taken in order of offset, each byte is scanned at most once.
+// The first NUL at or after each offset asked for, the offsets asked in non-decreasing order:
+// each byte is scanned at most once, however refs share or overlap the string bytes (scanning
+// each ref's own text would cost refs x length).
+class NulSweep {
+ public:
+  explicit NulSweep(ByteView strings) : strings_(strings) {}
+  std::uint64_t at_or_after(std::uint64_t offset) {
+    if (!nul_ || *nul_ < offset) {
+      const void* found = std::memchr(strings_.data() + offset, 0, strings_.size() - offset);
+      nul_ = found ? static_cast<std::uint64_t>(static_cast<const std::uint8_t*>(found) - strings_.data()) : strings_.size();
+    }
+    return *nul_;
+  }
+
+ private:
+  ByteView strings_;
+  std::optional<std::uint64_t> nul_;  // the first NUL at or after the previous offset
+};
+
+// For refs in any order: the sweep over them sorted by offset.
 std::vector<std::uint64_t> first_nul_at_or_after(const std::vector<f::StringRef>& refs, ByteView strings) {
   std::vector<std::uint32_t> by_offset(refs.size());
   std::iota(by_offset.begin(), by_offset.end(), 0u);
   std::sort(by_offset.begin(), by_offset.end(),
             [&](std::uint32_t a, std::uint32_t b) { return refs[a].offset < refs[b].offset; });
   std::vector<std::uint64_t> first_nul(refs.size());
-  std::optional<std::uint64_t> nul;  // the first NUL at or after the previous offset
-  for (const std::uint32_t i : by_offset) {
-    const std::uint64_t offset = refs[i].offset;
-    if (!nul || *nul < offset) {
-      const void* found = std::memchr(strings.data() + offset, 0, strings.size() - offset);
-      nul = found ? static_cast<std::uint64_t>(static_cast<const std::uint8_t*>(found) - strings.data()) : strings.size();
-    }
-    first_nul[i] = *nul;
-  }
+  NulSweep sweep(strings);
+  for (const std::uint32_t i : by_offset) first_nul[i] = sweep.at_or_after(refs[i].offset);
   return first_nul;
 }
 
@@ -496,10 +506,10 @@ class Parser {
     empty_before_ref_.reserve(std::size_t{header_.ref_count} + 1);
     const std::uint8_t* table = state_.bytes.data() + header_.refs_offset;
     const ByteView strings = state_.bytes.subspan(header_.strings_offset, header_.strings_size);
-    std::vector<f::StringRef> refs;
-    refs.reserve(header_.ref_count);
+    auto ref_at = [&](std::uint32_t i) { return f::decode<f::StringRef>(table + std::size_t{i} * f::kStringRefSize); };
+    bool ascending = true;
     for (std::uint32_t i = 0; i < header_.ref_count; ++i) {
-      const auto ref = f::decode<f::StringRef>(table + std::size_t{i} * f::kStringRefSize);
+      const auto ref = ref_at(i);
       // The +1 is the NUL each string carries for tools that read the file as C strings.
       if (!f::checked_range(ref.offset, std::uint64_t{ref.length} + 1, strings.size())) {
         return fail("string ref " + std::to_string(i) + " (offset " + hex(ref.offset) + ", length " +
@@ -507,16 +517,26 @@ class Parser {
                         plural(strings.size(), "byte") + ")",
                     kHintMalformed);
       }
-      refs.push_back(ref);
+      if (i > 0 && ref.offset < ref_at(i - 1).offset) ascending = false;
     }
-    const std::vector<std::uint64_t> first_nul = first_nul_at_or_after(refs, strings);
+    // The writer stores each string once, in order of first use, so its refs ascend and take the
+    // sweep as they come; others are sorted first.
+    std::vector<std::uint64_t> sorted_first_nul;
+    if (!ascending) {
+      std::vector<f::StringRef> refs;
+      refs.reserve(header_.ref_count);
+      for (std::uint32_t i = 0; i < header_.ref_count; ++i) refs.push_back(ref_at(i));
+      sorted_first_nul = first_nul_at_or_after(refs, strings);
+    }
+    NulSweep sweep(strings);
     for (std::uint32_t i = 0; i < header_.ref_count; ++i) {
-      const f::StringRef& ref = refs[i];
+      const auto ref = ref_at(i);
       const std::string_view text = as_text(strings.subspan(ref.offset, ref.length));
       if (strings[ref.offset + ref.length] != 0) {
         return fail("string ref " + std::to_string(i) + " is not followed by a NUL", kHintMalformed);
       }
-      if (first_nul[i] < std::uint64_t{ref.offset} + ref.length) {
+      const std::uint64_t first_nul = ascending ? sweep.at_or_after(ref.offset) : sorted_first_nul[i];
+      if (first_nul < std::uint64_t{ref.offset} + ref.length) {
         return fail("string ref " + std::to_string(i) + " contains a NUL byte", kHintMalformed);
       }
       state_.refs.push_back(text);
