@@ -643,7 +643,9 @@ class Parser {
   // An image whose stored bytes are its own.
   Result<void> check_stored(std::uint32_t index, const f::Entry& entry, const ImageLabel& where) {
     if (entry.codec != f::kCodecNone && entry.codec != f::kCodecZstd && entry.codec != f::kCodecLz4) {
-      return fail(where + ": codec " + std::to_string(entry.codec) + " is not none (0), zstd (1) or lz4 (2)", kHintNewer);
+      // A new codec comes with a new format version, so an unknown one in a version this reader
+      // knows is damage, not a newer writer.
+      return fail(where + ": codec " + std::to_string(entry.codec) + " is not none (0), zstd (1) or lz4 (2)", kHintMalformed);
     }
     if (entry.codec == f::kCodecLz4 && header_.format_version < f::kFirstVersionWithLz4) {
       return fail(where + ": codec lz4 (2) needs format version " + std::to_string(f::kFirstVersionWithLz4) +
@@ -787,9 +789,13 @@ class Parser {
     if (header_.format_version < f::kFirstVersionWithKernelIndex || check_ == OpenCheck::WholeFile) {
       from_lists = index_kernels(lists);
       if (!from_lists) {
+        // kiln before format 4 wrote such bundles without a bound, so the file need not be damaged.
+        const auto listing_none = std::count_if(state_.images.begin(), state_.images.end(),
+                                                [](const ImageInfo& image) { return image.kernels.empty(); });
         return fail("the images' kernel lists name more (kernel, image) pairs than the reader's limit of " +
-                        std::to_string(f::kMaxIndexPairs) + " (every image that lists no kernels may hold each of them)",
-                    kHintMalformed);
+                        std::to_string(f::kMaxIndexPairs) + ": " + plural(static_cast<std::uint64_t>(listing_none), "image") +
+                        " list no kernels, and each of those may hold every kernel",
+                    "rebuild the bundle from its sources with kiln build, which lists each image's kernels");
       }
     }
     if (header_.format_version < f::kFirstVersionWithKernelIndex) {

@@ -50,9 +50,8 @@ struct WriteOptions {
   unsigned threads = 0;
 };
 
-// Serializes images into a bundle, in the oldest format version that can express it (2, or 3
-// where an image is stored as lz4). Identical images are stored once. Deterministic: the same
-// images, metadata and options give byte-identical output.
+// Serializes images into a bundle of format version 4 (with its kernel index). Identical images
+// are stored once. Deterministic: the same images, metadata and options give byte-identical output.
 [[nodiscard]] Result<Bytes> write_bundle(const std::vector<Image>& images, const BundleMetadata& metadata,
                                          const WriteOptions& options = {});
 
@@ -126,7 +125,8 @@ class Bundle {
   // The same for a caller that keeps the images it extracted, so that a chain is decoded once
   // rather than once per image: `dictionary` is the raw bytes of the image named by
   // images()[owner].dictionary, where owner is images()[index].duplicate_of or else index
-  // (empty where it names none). A wrong dictionary fails the content-hash check.
+  // (empty where it names none). A wrong dictionary fails the content-hash check or the decode, and the
+  // error then says the image is damaged: the bundle cannot tell a caller's wrong dictionary from damage.
   [[nodiscard]] Result<Bytes> extract(std::size_t index, ByteView dictionary) const;
 
  private:
