@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cctype>
 #include <charconv>
+#include <iterator>
 
 namespace kiln {
 namespace {
@@ -49,7 +50,7 @@ const std::vector<Device>& devices() {
       {"jetson-xavier", {"xavier", "agx-xavier"}, "NVIDIA Jetson AGX Xavier", "Volta", S::Embedded, {7, 2}},
       // Turing
       {"t4", {"tesla-t4"}, "NVIDIA T4", "Turing", S::DataCentre, {7, 5}},
-      {"quadro-rtx6000", {"quadro-rtx8000", "rtx6000"}, "NVIDIA Quadro RTX 6000/8000", "Turing", S::Workstation, {7, 5}},
+      {"quadro-rtx6000", {"quadro-rtx8000"}, "NVIDIA Quadro RTX 6000/8000", "Turing", S::Workstation, {7, 5}},
       {"titan-rtx", {}, "NVIDIA TITAN RTX", "Turing", S::Consumer, {7, 5}},
       {"rtx2080ti", {"rtx2080", "rtx2070", "rtx2060"}, "NVIDIA GeForce RTX 2080 Ti", "Turing", S::Consumer, {7, 5}},
       {"gtx1660", {"gtx1660ti", "gtx1650"}, "NVIDIA GeForce GTX 1660", "Turing", S::Consumer, {7, 5}},
@@ -165,16 +166,29 @@ std::optional<ImageTarget> parse_target(std::string_view text) {
   return ImageTarget{kind, *arch};
 }
 
+bool is_tegra(ComputeCapability cc) noexcept {
+  // TK1, TX1, TX2, Xavier, Orin, Thor (10.1 before CUDA 13 renumbered it 11.0).
+  constexpr ComputeCapability kTegra[] = {{3, 2}, {5, 3}, {6, 2}, {7, 2}, {8, 7}, {10, 1}, {11, 0}};
+  return std::find(std::begin(kTegra), std::end(kTegra), cc) != std::end(kTegra);
+}
+
 bool can_run(const ImageTarget& target, ComputeCapability device) noexcept {
   if (target.kind == ImageKind::Source) return true;
   const ComputeCapability built = target.arch.cc;
+  // "Binary compatibility is supported only for the desktop. It is not supported for Tegra. Also,
+  // the binary compatibility between desktop and Tegra is not supported." (CUDA C++ Programming
+  // Guide): an sm_80 cubin does not load on an Orin (8.7), nor an sm_87 one on an L4 (8.9).
+  // PTX is compiled for the device, so it is not bound by this.
+  const bool cubin_needs_exact = target.kind == ImageKind::Cubin && (is_tegra(built) || is_tegra(device));
   switch (target.arch.variant) {
     case ArchVariant::Specific:
       return device == built;
     case ArchVariant::Family:
+      if (cubin_needs_exact) return device == built;
       return device.major == built.major && device.minor >= built.minor;
     case ArchVariant::Plain:
       if (target.kind == ImageKind::Ptx) return device >= built;
+      if (cubin_needs_exact) return device == built;
       return device.major == built.major && device.minor >= built.minor;
   }
   return false;

@@ -56,6 +56,8 @@ struct ImageTarget {
 // PTX compute_XY: any device >= X.Y; compute_XYa / compute_XYf keep the restrictions of a / f.
 // Source: any device (compiled at run time for the device's own architecture).
 [[nodiscard]] bool can_run(const ImageTarget& target, ComputeCapability device) noexcept;
+// Tegra (Jetson) parts: their cubins run only on themselves, and desktop cubins not on them.
+[[nodiscard]] bool is_tegra(ComputeCapability cc) noexcept;
 
 enum class Segment { DataCentre, Workstation, Consumer, Embedded };
 [[nodiscard]] const char* segment_name(Segment segment) noexcept;

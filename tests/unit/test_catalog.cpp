@@ -98,9 +98,16 @@ TEST(Compatibility, EveryDeviceAgainstEveryTarget) {
         const Arch arch{t, variant};
         const bool same_major_newer = d.major == t.major && d.minor >= t.minor;
         const bool exact = d == t;
-        const bool cubin_expected = variant == ArchVariant::Specific ? exact : same_major_newer;
+        // Tegra (Xavier 7.2, Orin 8.7, Thor 11.0) has no binary compatibility with anything else.
+        auto tegra = [](ComputeCapability cc) {
+          return cc == ComputeCapability{7, 2} || cc == ComputeCapability{8, 7} || cc == ComputeCapability{11, 0};
+        };
+        const bool cubin_expected =
+            variant == ArchVariant::Specific || tegra(d) || tegra(t) ? exact : same_major_newer;
         const bool newer = d.major > t.major || (d.major == t.major && d.minor >= t.minor);
-        const bool ptx_expected = variant == ArchVariant::Plain ? newer : cubin_expected;
+        const bool ptx_expected = variant == ArchVariant::Plain      ? newer
+                                  : variant == ArchVariant::Specific ? exact
+                                                                     : same_major_newer;
         EXPECT_EQ(can_run({ImageKind::Cubin, arch}, d), cubin_expected) << device.name << " " << arch.sm_name();
         EXPECT_EQ(can_run({ImageKind::Ptx, arch}, d), ptx_expected) << device.name << " " << arch.compute_name();
         checked += 2;
@@ -108,6 +115,20 @@ TEST(Compatibility, EveryDeviceAgainstEveryTarget) {
     }
   }
   EXPECT_GT(checked, 1000);
+}
+
+TEST(Compatibility, TegraCubinsRunOnlyOnTheirOwnGpu) {
+  const ComputeCapability orin{8, 7}, l4{8, 9}, a10{8, 6}, thor{11, 0};
+  auto cubin = [](const char* arch) { return *parse_target(arch); };
+  EXPECT_FALSE(can_run(cubin("sm_80"), orin)) << "a desktop cubin on a Jetson";
+  EXPECT_FALSE(can_run(cubin("sm_87"), l4)) << "a Jetson cubin on a desktop GPU of a later minor";
+  EXPECT_FALSE(can_run(cubin("sm_87"), ComputeCapability{8, 8}));
+  EXPECT_TRUE(can_run(cubin("sm_87"), orin));
+  EXPECT_TRUE(can_run(cubin("sm_110"), thor));
+  EXPECT_TRUE(can_run(cubin("sm_80"), a10)) << "desktop to desktop is unchanged";
+  EXPECT_TRUE(can_run(cubin("compute_80"), orin)) << "PTX is compiled for the Jetson itself";
+  EXPECT_TRUE(is_tegra(orin));
+  EXPECT_FALSE(is_tegra(l4));
 }
 
 TEST(Catalog, SuggestsCloseNames) {

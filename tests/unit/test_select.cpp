@@ -31,10 +31,15 @@ TEST(Select, OrderOfPreference) {
 }
 
 TEST(Select, NearestCompatibleCubinWins) {
+  // sm_87 is nearer to 8.9 but is Jetson Orin's (Tegra), which runs on nothing else.
   const auto images = targets({"sm_80", "sm_86", "sm_87"});
   auto result = select_image(images, {8, 9}, "l4");
   ASSERT_TRUE(result);
-  EXPECT_EQ(result->target.name(), "sm_87");
+  EXPECT_EQ(result->target.name(), "sm_86");
+  auto a10 = select_image(targets({"sm_80", "sm_86"}), {8, 6}, "a10");
+  ASSERT_TRUE(a10);
+  EXPECT_EQ(a10->target.name(), "sm_86");
+  EXPECT_EQ(select_image(targets({"sm_75", "sm_80"}), {8, 9}, "l4")->target.name(), "sm_80");
 }
 
 TEST(Select, ArchitectureSpecificPreferredWhenExact) {
