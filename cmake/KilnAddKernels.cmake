@@ -35,13 +35,13 @@ set(KILN_EXECUTABLE "" CACHE FILEPATH
 
 # Devices compiled for ahead of time when kiln_add_kernels() has no DEVICES. The default is
 # one cubin for every architecture family CUDA 13 can target, so every GPU it supports loads
-# an AOT image and never waits for a JIT: sm_75 (Turing), sm_80 (A100, and compatibly 8.7/8.9),
-# sm_86 (a closer match for consumer Ampere and Ada), sm_90 (Hopper), sm_100 (B200, and 10.3),
-# sm_110 (Thor), sm_120 (RTX 50, and 12.1). With kiln's dictionary compression the extra cubins
+# an AOT image and never waits for a JIT: sm_75 (Turing), sm_80 (A100, and compatibly 8.6/8.9),
+# sm_86 (a closer match for consumer Ampere and Ada), sm_87 (Jetson Orin: Tegra runs only its own
+# cubins), sm_90 (Hopper), sm_100 (B200, and 10.3), sm_110 (Thor), sm_120 (RTX 50, and 12.1). With kiln's dictionary compression the extra cubins
 # cost little size; they cost build time, so shorten the list for development builds:
 # -DKILN_AOT_DEVLIST=native (this machine's GPUs) or e.g. sm_90.
 # (A global property too: kiln_add_kernels() runs in scopes that do not see this file's variables.)
-set(KILN_AOT_DEVLIST_DEFAULT "sm_75,sm_80,sm_86,sm_90,sm_100,sm_110,sm_120")
+set(KILN_AOT_DEVLIST_DEFAULT "sm_75,sm_80,sm_86,sm_87,sm_90,sm_100,sm_110,sm_120")
 set_property(GLOBAL PROPERTY KILN_AOT_DEVLIST_DEFAULT "${KILN_AOT_DEVLIST_DEFAULT}")
 if(NOT DEFINED KILN_AOT_DEVLIST)
   if(DEFINED ENV{KILN_AOT_DEVLIST} AND NOT "$ENV{KILN_AOT_DEVLIST}" STREQUAL "")
@@ -60,7 +60,8 @@ set(KILN_AOT_PTX "" CACHE STRING
     "PTX kiln_add_kernels() keeps for JIT: compute_XY, newest, none, or empty for the oldest listed architecture")
 
 # A C identifier from a target name: "my-ops.v2" -> "my_ops_v2"; a leading digit or a C++
-# keyword gets a prefix or suffix.
+# keyword gets a prefix or suffix, and so does a name GNU mode predefines as a macro (linux, unix),
+# which the generated header's declarations would not survive.
 function(_kiln_identifier out text)
   string(MAKE_C_IDENTIFIER "${text}" id)
   set(keywords alignas alignof and and_eq asm auto bitand bitor bool break case catch char char8_t
@@ -70,7 +71,7 @@ function(_kiln_identifier out text)
       not_eq nullptr operator or or_eq private protected public register reinterpret_cast requires
       return short signed sizeof static static_assert static_cast struct switch template this
       thread_local throw true try typedef typeid typename union unsigned using virtual void volatile
-      wchar_t while xor xor_eq)
+      wchar_t while xor xor_eq linux unix i386)
   if(id IN_LIST keywords)
     string(APPEND id "_")
   endif()
@@ -168,17 +169,22 @@ function(kiln_add_kernels target)
     endif()
     _kiln_identifier(checked "${arg_NAME}")
     if(NOT checked STREQUAL arg_NAME)
-      message(FATAL_ERROR "kiln_add_kernels(${target}): NAME \"${arg_NAME}\" is a C++ keyword")
+      message(FATAL_ERROR "kiln_add_kernels(${target}): NAME \"${arg_NAME}\" is a C++ keyword or a macro that GNU mode predefines (linux, unix, i386); try \"${checked}\"")
     endif()
     set(name "${arg_NAME}")
   else()
     _kiln_identifier(name "${target}")
   endif()
-  get_property(names DIRECTORY PROPERTY KILN_BUNDLE_NAMES)
+  # The name makes the bundle's symbols (kiln_bundle_<name>_begin/_end), so two bundles of one
+  # name anywhere in the project would meet in a program that links both, and the linker would
+  # keep one of them without a word.
+  get_property(names GLOBAL PROPERTY KILN_BUNDLE_NAMES)
   if(name IN_LIST names)
-    message(FATAL_ERROR "kiln_add_kernels(${target}): a bundle named \"${name}\" is already built in this directory; give this one another NAME")
+    get_property(owner GLOBAL PROPERTY "KILN_BUNDLE_OWNER_${name}")
+    message(FATAL_ERROR "kiln_add_kernels(${target}): a bundle named \"${name}\" is already built for ${owner}; its symbols would clash with this one's in a program that links both; give this one another NAME")
   endif()
-  set_property(DIRECTORY APPEND PROPERTY KILN_BUNDLE_NAMES "${name}")
+  set_property(GLOBAL APPEND PROPERTY KILN_BUNDLE_NAMES "${name}")
+  set_property(GLOBAL PROPERTY "KILN_BUNDLE_OWNER_${name}" "${target} (${CMAKE_CURRENT_SOURCE_DIR})")
 
   # Devices and PTX: the arguments, else the cache variables (or a normal variable of the same
   # name set by the project), else the defaults. A CMake list or a comma-separated string.
