@@ -67,6 +67,9 @@ Result<PtxModule> PtxModule::parse(std::string text) {
   const std::string_view ptx = module.text_;
   // Per statement, the identifiers it uses: views into text_, which does not change while parsing.
   std::vector<std::vector<std::string_view>> mentions;
+  // A call through a pointer (its .callprototype) may land in a function that another kernel's
+  // piece holds, with that piece's own globals and constants: only a whole module keeps it right.
+  bool calls_through_pointers = false;
 
   std::size_t position = 0;
   while (true) {
@@ -112,6 +115,7 @@ Result<PtxModule> PtxModule::parse(std::string text) {
         std::size_t end = position + 1;
         while (end < ptx.size() && identifier_char(ptx[end])) ++end;
         const std::string_view word = ptx.substr(position, end - position);
+        if (word == ".callprototype") calls_through_pointers = true;
         if (position == statement.begin && line_directive(word)) {
           statement.kind = Kind::Header;
           line_only = true;
@@ -208,6 +212,21 @@ Result<PtxModule> PtxModule::parse(std::string text) {
     if (statement.kind == Kind::Section && module.why_whole_.empty()) {
       module.why_whole_ = "it carries debug sections (-G) that refer to every function";
     }
+  }
+  // A kernel's address taken elsewhere (by another kernel, or in a table of kernel pointers)
+  // names a kernel that the piece using it would not hold.
+  for (std::size_t index = 0; index < module.statements_.size() && module.why_whole_.empty(); ++index) {
+    for (std::size_t used : module.statements_[index].uses) {
+      const Statement& target = module.statements_[used];
+      if (target.kind != Kind::Entry || target.names.empty()) continue;
+      const std::vector<std::string>& user = module.statements_[index].names;
+      module.why_whole_ = (user.empty() ? std::string("a statement") : user.front()) + " refers to the kernel " +
+                          target.names.front() + ", which another kernel's piece would not hold";
+      break;
+    }
+  }
+  if (calls_through_pointers && module.why_whole_.empty()) {
+    module.why_whole_ = "it calls through function pointers, which may lead into code that another kernel's piece holds";
   }
 
   // Mutable .global variables reached by more than one kernel tie those kernels together.

@@ -190,6 +190,47 @@ TEST(PtxSplit, KernelsSharingAMutableGlobalStayTogether) {
   EXPECT_TRUE(mentions(module.why_whole(), "counter")) << module.why_whole();
 }
 
+TEST(PtxSplit, AKernelWhoseAddressIsTakenKeepsTheModuleWhole) {
+  // nvcc's output for `parent(void** o) { *o = (void*)child; }`: the parent's piece alone would
+  // name a kernel it does not hold (ptxas: "Unknown symbol 'child'").
+  const PtxModule by_a_kernel = parse_or_fail(R"(.version 8.0
+.target sm_80
+.address_size 64
+.visible .entry child(.param .u64 child_param_0) { ret; }
+.visible .entry parent(.param .u64 parent_param_0) { mov.u64 %rd1, child; ret; }
+)");
+  EXPECT_FALSE(by_a_kernel.splittable());
+  EXPECT_TRUE(mentions(by_a_kernel.why_whole(), "parent refers to the kernel child")) << by_a_kernel.why_whole();
+  const PtxModule by_a_table = parse_or_fail(R"(.version 8.0
+.target sm_80
+.address_size 64
+.visible .entry worker() { ret; }
+.global .align 8 .u64 kernels[1] = {generic(worker)};
+.visible .entry launcher() { mov.u64 %rd1, kernels; ret; }
+)");
+  EXPECT_FALSE(by_a_table.splittable());
+  EXPECT_TRUE(mentions(by_a_table.why_whole(), "refers to the kernel worker")) << by_a_table.why_whole();
+}
+
+TEST(PtxSplit, CallsThroughPointersKeepTheModuleWhole) {
+  // An indirect call may land in a function that another kernel's piece holds, with that piece's
+  // own globals: the split would compile and silently run the wrong code.
+  const PtxModule module = parse_or_fail(R"(.version 8.0
+.target sm_80
+.address_size 64
+.func (.param .b32 out) triple(.param .b32 in) { ret; }
+.visible .entry make(.param .u64 slot) { mov.u64 %rd1, triple; ret; }
+.visible .entry use(.param .u64 slot) {
+  .reg .b64 %rd<2>;
+  prototype_0 : .callprototype (.param .b32 _) _ (.param .b32 _);
+  call (retval0), %rd1, (param0), prototype_0;
+  ret;
+}
+)");
+  EXPECT_FALSE(module.splittable());
+  EXPECT_TRUE(mentions(module.why_whole(), "function pointers")) << module.why_whole();
+}
+
 TEST(PtxSplit, SharedConstantsDoNotPreventTheSplit) {
   const PtxModule module = parse_or_fail(R"(.version 8.0
 .target sm_80
