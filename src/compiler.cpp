@@ -62,10 +62,17 @@ Result<PreparedSource> prepare(const std::filesystem::path& path, const CompileO
   prepared.given = path;
   // NVRTC knows the source only by its file name (so that no absolute path ends up in the
   // output), so its directory goes first on the search path, where nvcc would look.
+  // Spelled without "." or a trailing separator, so that "a.cu" and "./a.cu", "-I dir" and
+  // "-I dir/" give NVRTC the same options and so the same cache keys.
   std::error_code error;
-  const std::filesystem::path directory = std::filesystem::absolute(path, error).parent_path();
+  auto normal = [&error](const std::filesystem::path& given) {
+    std::filesystem::path plain = std::filesystem::absolute(given, error).lexically_normal();
+    if (!plain.has_filename() && plain.has_relative_path()) plain = plain.parent_path();
+    return plain;
+  };
+  const std::filesystem::path directory = normal(path).parent_path();
   std::vector<std::filesystem::path> search_dirs{directory};
-  for (const auto& dir : options.include_dirs) search_dirs.push_back(std::filesystem::absolute(dir, error));
+  for (const auto& dir : options.include_dirs) search_dirs.push_back(normal(dir));
 
   auto closure = source::read_closure(path, search_dirs, toolchain.toolkit_include_dir);
   if (!closure) return closure.error();
@@ -159,6 +166,9 @@ JobResult run_job(const Job& job, const PreparedSource& source, const nvrtc::Too
     auto store = [&](const Hash128& key, std::string_view kind, ByteView bytes) {
       if (cache) cache->store(key, kind, bytes);
     };
+    // Kept beside the outputs, so that a build served from the cache (or filled by the helper
+    // processes, whose output goes nowhere) still shows NVRTC's warnings.
+    if (!result.warnings.empty()) store(job.cubin ? cubin_key : ptx_key, "warnings", as_bytes(result.warnings));
     if (need_cubin) {
       store(cubin_key, "cubin", compiled->cubin);
       cubin = std::move(compiled->cubin);
@@ -166,6 +176,10 @@ JobResult run_job(const Job& job, const PreparedSource& source, const nvrtc::Too
     if (need_ptx) {
       ptx = Bytes(compiled->ptx.begin(), compiled->ptx.end());
       store(ptx_key, "ptx", *ptx);
+    }
+  } else if (cache) {
+    if (std::optional<Bytes> warnings = cache->load(job.cubin ? cubin_key : ptx_key, "warnings")) {
+      result.warnings.assign(as_text(*warnings));
     }
   }
 
@@ -211,8 +225,11 @@ JobResult run_split_job(const Job& job, const PreparedSource& source, const nvrt
       return result;
     }
     result.warnings = std::move(compiled->warnings);
+    if (!result.warnings.empty()) store(ptx_key, "warnings", as_bytes(result.warnings));
     ptx = Bytes(compiled->ptx.begin(), compiled->ptx.end());
     store(ptx_key, "ptx", *ptx);
+  } else if (cache) {
+    if (std::optional<Bytes> warnings = cache->load(ptx_key, "warnings")) result.warnings.assign(as_text(*warnings));
   }
   Result<PtxModule> module = PtxModule::parse(std::string(as_text(*ptx)));
   if (!module || !module->splittable()) {
@@ -340,6 +357,9 @@ Result<CompileOutput> compile(const std::vector<std::filesystem::path>& sources,
 
   std::optional<CompileCache> cache;
   if (options.cache_dir) cache.emplace(*options.cache_dir);
+  // A computed #include names a header the scan cannot see, so the cache key could miss a change
+  // to it: such a source is compiled every time.
+  const std::optional<CompileCache> no_cache;
 
   std::mutex progress_mutex;
   CompileProgress progress;
@@ -357,8 +377,9 @@ Result<CompileOutput> compile(const std::vector<std::filesystem::path>& sources,
   std::atomic<bool> failed{false};
   auto worker = [&] {
     for (std::size_t index = next++; index < jobs.size() && !failed; index = next++) {
-      results[index] = run_job(jobs[index], prepared[jobs[index].source], toolchain, cache, options.split_kernels,
-                               report);
+      const PreparedSource& source = prepared[jobs[index].source];
+      results[index] = run_job(jobs[index], source, toolchain, source.closure.computed_includes.empty() ? cache : no_cache,
+                               options.split_kernels, report);
       if (results[index].error) failed = true;
     }
   };
@@ -376,6 +397,7 @@ Result<CompileOutput> compile(const std::vector<std::filesystem::path>& sources,
 
   CompileOutput output;
   std::set<std::string> seen_warnings;
+  std::map<std::string, std::size_t> defined_in;  // kernel -> the first source that has it
   for (std::size_t index = 0; index < prepared.size(); ++index) {
     const PreparedSource& source = prepared[index];
     std::vector<Image> cubins;
@@ -393,6 +415,15 @@ Result<CompileOutput> compile(const std::vector<std::filesystem::path>& sources,
         (image.target.kind == ImageKind::Cubin ? cubins : ptxs).push_back(std::move(image));
       }
     }
+    // A bundle finds kernels by name: of two sources with one kernel name, one is used. Identical
+    // template instances from a shared header are harmless; two different kernels are not.
+    for (const std::string& kernel : kernels) {
+      auto [first, inserted] = defined_in.try_emplace(kernel, index);
+      if (inserted) continue;
+      output.warnings.push_back("kernel " + demangle(kernel) + " is in both " + prepared[first->second].given.string() +
+                                " and " + source.given.string() + ": a bundle finds kernels by name, so only one of "
+                                "them is used; if the two differ, rename one or build them into separate bundles");
+    }
     for (auto& image : cubins) output.images.push_back(std::move(image));
     for (auto& image : ptxs) output.images.push_back(std::move(image));
     if (options.embed_source) {
@@ -405,6 +436,12 @@ Result<CompileOutput> compile(const std::vector<std::filesystem::path>& sources,
     }
     output.dependencies.push_back(source.closure.path);
     for (const auto& header : source.closure.headers) output.dependencies.push_back(header.path);
+    if (!source.closure.computed_includes.empty()) {
+      output.warnings.push_back(source.given.string() + ": #include " + source.closure.computed_includes.front() +
+                                " is computed, so kiln cannot tell which header it names: this source is compiled "
+                                "every time (no compile cache), and a depfile does not list that header; name the "
+                                "header in the #include to have it tracked");
+    }
   }
   std::sort(output.dependencies.begin(), output.dependencies.end());
   output.dependencies.erase(std::unique(output.dependencies.begin(), output.dependencies.end()),

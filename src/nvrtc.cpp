@@ -337,7 +337,10 @@ Result<Bytes> link(const Api& api, nvJitLinkInputType input_type, ByteView input
   if (result != NVJITLINK_SUCCESS) {
     Error error = make_error(Component::NvJitLink,
                              input_type == NVJITLINK_INPUT_PTX ? "compiling the PTX failed" : "linking the LTO-IR failed",
-                             std::string(context), "this is a toolkit problem if NVRTC accepted the source; the log says more");
+                             std::string(context),
+                             "the log says what; an undefined symbol means a function or variable the source "
+                             "declares but does not define: kiln compiles each source on its own, so define it in "
+                             "the source or a header it includes (inline asm errors show here too)");
     error.native_code = result;
     error.log = link_log(api, handle);
     return error;

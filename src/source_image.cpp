@@ -113,7 +113,7 @@ bool is_valid_standard(std::string_view standard) {
 
 }  // namespace
 
-std::vector<std::pair<std::string, bool>> include_directives(std::string_view text) {
+std::vector<std::pair<std::string, bool>> include_directives(std::string_view text, std::vector<std::string>* computed) {
   std::vector<std::pair<std::string, bool>> includes;
   bool in_block_comment = false;
   std::size_t line_start = 0;
@@ -164,7 +164,14 @@ std::vector<std::pair<std::string, bool>> include_directives(std::string_view te
     rest.remove_prefix(7);
     if (!rest.empty() && is_identifier(rest.front())) continue;  // #include_next, #includes...
     skip_blanks();
-    if (rest.empty() || (rest.front() != '"' && rest.front() != '<')) continue;  // computed: #include MACRO
+    if (rest.empty()) continue;
+    if (rest.front() != '"' && rest.front() != '<') {  // computed: #include MACRO
+      if (computed != nullptr) {
+        while (!rest.empty() && is_blank(rest.back())) rest.remove_suffix(1);
+        computed->emplace_back(rest);
+      }
+      continue;
+    }
     const bool quoted = rest.front() == '"';
     const std::size_t close = rest.find(quoted ? '"' : '>', 1);
     if (close == std::string_view::npos || close == 1) continue;
@@ -188,16 +195,20 @@ Result<SourceClosure> read_closure(const std::filesystem::path& source,
                                                                     : absolute_normal(toolkit_include_dir);
 
   std::map<std::filesystem::path, std::size_t> index_of;  // header path -> index in closure.headers
+  std::vector<std::filesystem::path> found_in;           // by header index: the directory it was found in
   // Scans one file's #include lines; returns the indices of headers seen for the first time.
-  auto scan = [&](std::string_view file_text, const std::filesystem::path& directory) -> Result<std::vector<std::size_t>> {
+  // `beside`: where a quoted include is looked up before the search path.
+  auto scan = [&](std::string_view file_text, const std::vector<std::filesystem::path>& beside) -> Result<std::vector<std::size_t>> {
     std::vector<std::size_t> found;
-    for (const auto& [name, quoted] : include_directives(file_text)) {
+    for (const auto& [name, quoted] : include_directives(file_text, &closure.computed_includes)) {
       std::vector<std::filesystem::path> candidates;
       const std::filesystem::path written(name);
       if (written.is_absolute()) {
         candidates.push_back(written);
       } else {
-        if (quoted) candidates.push_back(directory / written);
+        if (quoted) {
+          for (const auto& directory : beside) candidates.push_back(directory / written);
+        }
         for (const auto& dir : dirs) candidates.push_back(dir / written);
       }
       std::error_code error;
@@ -212,6 +223,7 @@ Result<SourceClosure> read_closure(const std::filesystem::path& source,
         auto header_text = read_text(path, "header");
         if (!header_text) return header_text.error();
         closure.headers.push_back({path, {}, std::move(*header_text)});
+        found_in.push_back(std::filesystem::absolute(*match, error).lexically_normal().parent_path());
         found.push_back(entry->second);
       }
       auto& names = closure.headers[entry->second].include_names;
@@ -220,7 +232,12 @@ Result<SourceClosure> read_closure(const std::filesystem::path& source,
     return found;
   };
 
-  auto first = scan(closure.text, closure.path.parent_path());
+  // NVRTC knows the source by its bare file name, so "beside it" is the working directory first;
+  // the source's own directory (as named, links not followed) comes next, as on kiln's search path.
+  std::error_code no_cwd;
+  std::vector<std::filesystem::path> beside_source{std::filesystem::current_path(no_cwd)};
+  beside_source.push_back(std::filesystem::absolute(source, no_cwd).lexically_normal().parent_path());
+  auto first = scan(closure.text, beside_source);
   if (!first) return first.error();
   // Depth-first over the headers not yet scanned; the order is fixed by the texts alone.
   std::vector<std::size_t> stack(first->rbegin(), first->rend());
@@ -228,7 +245,7 @@ Result<SourceClosure> read_closure(const std::filesystem::path& source,
     const std::size_t index = stack.back();
     stack.pop_back();
     const std::string header_text = closure.headers[index].text;  // a copy: scan() may grow headers
-    auto found = scan(header_text, closure.headers[index].path.parent_path());
+    auto found = scan(header_text, {found_in[index]});
     if (!found) return found.error();
     stack.insert(stack.end(), found->rbegin(), found->rend());
   }

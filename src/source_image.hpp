@@ -24,10 +24,14 @@ struct SourceClosure {
   std::filesystem::path path;  // absolute
   std::string text;
   std::vector<Header> headers; // in discovery order (fixed by the texts)
+  // `#include MACRO` lines (their macro text): the headers they name are not in `headers`.
+  std::vector<std::string> computed_includes;
 };
 
-// Reads `source` and follows its #include lines. "x" is looked up beside the including file,
-// then in `search_dirs`; <x> in `search_dirs`. A header found nowhere, or found under
+// Reads `source` and follows its #include lines as NVRTC resolves them. "x" is looked up beside
+// the including file, then in `search_dirs`; <x> in `search_dirs`. NVRTC knows the source by its
+// bare file name, so "beside the source" means the working directory; a header is beside where
+// the search found it (a link is not followed to its target's directory). A header found nowhere, or found under
 // `toolkit_include_dir`, belongs to the toolkit: NVRTC finds it, the NVRTC version in the cache
 // key covers it, and it is not followed. Every #include line counts, whatever #if surrounds it:
 // a superset is safe for cache keys and depfiles (NVRTC 13 cannot list dependencies itself).
@@ -36,8 +40,10 @@ struct SourceClosure {
                                                  const std::filesystem::path& toolkit_include_dir);
 
 // The #include names in one file's text, in order ("x" and <x> alike); comments and string
-// literals are skipped.
-[[nodiscard]] std::vector<std::pair<std::string, bool>> include_directives(std::string_view text);
+// literals are skipped. A computed #include (`#include MACRO`) names no file this scan can find;
+// its macro text goes to `computed` where one is given.
+[[nodiscard]] std::vector<std::pair<std::string, bool>> include_directives(std::string_view text,
+                                                                          std::vector<std::string>* computed = nullptr);
 
 // What a source image holds.
 struct SourceImage {

@@ -232,6 +232,19 @@ TEST_F(compiler, WithoutNvJitLinkNvrtcAloneProducesTheImages) {
   }
 }
 
+TEST_F(compiler, AKernelInTwoSourcesIsWarnedAbout) {
+  TemporaryDirectory work;
+  write_file(work.path() / "one.cu", "extern \"C\" __global__ void scale(float* x) { x[0] *= 2.0f; }\n");
+  write_file(work.path() / "two.cu", "extern \"C\" __global__ void scale(float* x) { x[0] *= 3.0f; }\n");
+  CompileOptions options;
+  options.cubin_archs = {arch(9, 0)};
+  auto output = compile({work.path() / "one.cu", work.path() / "two.cu"}, options);
+  ASSERT_TRUE(output) << output.error().describe();
+  ASSERT_EQ(output->warnings.size(), 1u);
+  EXPECT_NE(output->warnings[0].find("kernel scale is in both"), std::string::npos) << output->warnings[0];
+  EXPECT_NE(output->warnings[0].find("two.cu"), std::string::npos) << output->warnings[0];
+}
+
 TEST_F(compiler, NvrtcWarningsAreReportedOnce) {
   TemporaryDirectory work;
   write_file(work.path() / "warns.cu", "#warning \"kiln test warning\"\n__global__ void k() {}\n");
@@ -382,6 +395,38 @@ TEST_F(compiler_cache, SecondBuildHitsAndHeaderEditMisses) {
   // A define changes: a miss too.
   options_.defines = {"SCALE_BIAS=0.25f"};
   EXPECT_EQ(cached_count(build()), 0u);
+}
+
+TEST_F(compiler_cache, WarningsAreShownWhenTheOutputComesFromTheCache) {
+  // kiln build's helper processes fill the cache with their output going nowhere, and a later
+  // build is all cache hits: NVRTC's warnings must come from the cache too.
+  write_file(source_, read_file(source_) + "\n#warning \"kiln cached warning\"\n");
+  build();
+  ASSERT_EQ(last_.warnings.size(), 1u);
+  auto warm = build();
+  EXPECT_EQ(cached_count(warm), warm.size());
+  ASSERT_EQ(last_.warnings.size(), 1u);
+  EXPECT_NE(last_.warnings[0].find("kiln cached warning"), std::string::npos) << last_.warnings[0];
+}
+
+TEST_F(compiler_cache, SpellingsOfOneDirectoryShareTheCacheEntries) {
+  build();
+  options_.include_dirs = {work_.path() / "include" / "."};
+  EXPECT_EQ(cached_count(build()), 3u) << "-I include/. is -I include";
+  options_.include_dirs = {work_.path().string() + "/include/"};
+  source_ = work_.path() / "src" / "." / "kernel.cu";
+  EXPECT_EQ(cached_count(build()), 3u) << "-I include/ and src/./kernel.cu are the same inputs";
+}
+
+TEST_F(compiler_cache, ASourceWithAComputedIncludeIsCompiledEveryTime) {
+  // The scan cannot see which header `#include MACRO` names, so a cached output could be stale.
+  write_file(source_, "#define KILN_TEST_HEADER \"scale.cuh\"\n#include KILN_TEST_HEADER\n" + read_file(source_));
+  build();
+  auto again = build();
+  EXPECT_EQ(cached_count(again), 0u);
+  ASSERT_FALSE(last_.warnings.empty());
+  EXPECT_NE(last_.warnings.back().find("#include KILN_TEST_HEADER is computed"), std::string::npos)
+      << last_.warnings.back();
 }
 
 TEST_F(compiler_cache, AddingAPtxTargetKeepsTheCachedCubins) {
@@ -596,6 +641,45 @@ TEST(compiler_include_scan, ClosureFollowsNestedHeadersAndSkipsToolkitAndMissing
   EXPECT_EQ(closure->headers[1].path, root / "inc" / "lib" / "api.cuh");
   EXPECT_EQ(closure->headers[1].include_names, (std::vector<std::string>{"lib/api.cuh", "../api.cuh"}));
   EXPECT_EQ(closure->headers[2].path, root / "inc" / "lib" / "detail" / "impl.cuh");
+}
+
+// NVRTC knows the source by its bare file name, so it looks a quoted include of the source up in
+// the working directory first: the scan must find the header NVRTC compiles.
+TEST(compiler_include_scan, TheSourcesQuotedIncludesAreLookedUpInTheWorkingDirectoryFirst) {
+  TemporaryDirectory work;
+  write_file(work.path() / "src" / "k.cu", "#include \"z.cuh\"\n");
+  write_file(work.path() / "src" / "z.cuh", "// beside the source\n");
+  write_file(work.path() / "build" / "z.cuh", "// in the working directory\n");
+  const fs::path before = fs::current_path();
+  fs::current_path(work.path() / "build");
+  auto closure = source::read_closure(work.path() / "src" / "k.cu", {work.path() / "src"}, {});
+  fs::current_path(before);
+  ASSERT_TRUE(closure) << closure.error().describe();
+  ASSERT_EQ(closure->headers.size(), 1u);
+  EXPECT_EQ(closure->headers[0].path, fs::canonical(work.path() / "build" / "z.cuh"));
+}
+
+TEST(compiler_include_scan, ALinkedSourceFindsTheHeadersNvrtcFinds) {
+  // tree/a.cu links to real/a.cu; NVRTC is given tree/ on its search path, not real/.
+  TemporaryDirectory work;
+  write_file(work.path() / "real" / "a.cu", "#include \"h.cuh\"\n");
+  write_file(work.path() / "real" / "h.cuh", "// real\n");
+  write_file(work.path() / "tree" / "h.cuh", "// tree\n");
+  fs::create_symlink(work.path() / "real" / "a.cu", work.path() / "tree" / "a.cu");
+  const fs::path before = fs::current_path();
+  fs::current_path(work.path());
+  auto closure = source::read_closure(work.path() / "tree" / "a.cu", {work.path() / "tree"}, {});
+  fs::current_path(before);
+  ASSERT_TRUE(closure) << closure.error().describe();
+  ASSERT_EQ(closure->headers.size(), 1u);
+  EXPECT_EQ(closure->headers[0].text, "// tree\n");
+}
+
+TEST(compiler_include_scan, ComputedIncludesAreReported) {
+  std::vector<std::string> computed;
+  const auto includes = source::include_directives("#include \"a.h\"\n#  include HEADER_NAME  \n", &computed);
+  EXPECT_EQ(includes.size(), 1u);
+  EXPECT_EQ(computed, std::vector<std::string>{"HEADER_NAME"});
 }
 
 TEST(compiler_elf, ReadsPtxEntries) {
