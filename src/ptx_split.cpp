@@ -185,6 +185,13 @@ Result<PtxModule> PtxModule::parse(std::string text) {
       ++position;
     }
     if (braces > 0) return ptx_error(ptx, statement.begin, "a '{' is not closed");
+    // The compiler's string literals ($str, $str$1: printf formats, assert's file names) sit in
+    // .global but are never written, so each piece may hold its own copy.
+    if (statement.mutable_global && initializer && !statement.names.empty() &&
+        std::all_of(statement.names.begin(), statement.names.end(),
+                    [](const std::string& name) { return name.starts_with("$str"); })) {
+      statement.mutable_global = false;
+    }
     statement.end = position;
     module.statements_.push_back(std::move(statement));
     mentions.push_back(std::move(used));

@@ -231,6 +231,19 @@ TEST(PtxSplit, CallsThroughPointersKeepTheModuleWhole) {
   EXPECT_TRUE(mentions(module.why_whole(), "function pointers")) << module.why_whole();
 }
 
+TEST(PtxSplit, SharedStringLiteralsDoNotPreventTheSplit) {
+  // What nvcc writes for two kernels that printf one format, or both assert: a .global literal.
+  const PtxModule module = parse_or_fail(R"(.version 8.0
+.target sm_80
+.address_size 64
+.global .align 1 .b8 $str[3] = {120, 10, 0};
+.visible .entry first() { mov.u64 %rd1, $str; ret; }
+.visible .entry second() { mov.u64 %rd1, $str; ret; }
+)");
+  EXPECT_TRUE(module.splittable()) << module.why_whole();
+  EXPECT_TRUE(mentions(piece_of(module, "second"), "$str[3]"));
+}
+
 TEST(PtxSplit, SharedConstantsDoNotPreventTheSplit) {
   const PtxModule module = parse_or_fail(R"(.version 8.0
 .target sm_80
