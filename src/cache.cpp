@@ -82,6 +82,26 @@ bool writable_by_others(const struct stat& status) {
   return (status.st_mode & S_IWGRP) != 0 && status.st_gid != ::getegid();
 }
 
+// Why a directory of the cache (from lstat) is not this user's own, or nullopt: followed links,
+// foreign owners and directories others may write to would let someone else choose the cubins we load.
+std::optional<std::string> not_private_because(const struct stat& status) {
+  if (S_ISLNK(status.st_mode)) {
+    return "is a symbolic link, which kiln does not follow (point KILN_CACHE_DIR at the real directory)";
+  }
+  if (!S_ISDIR(status.st_mode)) return "is not a directory";
+  if (status.st_uid != ::geteuid()) {
+    return "is owned by uid " + std::to_string(status.st_uid) + ", not by this user (uid " +
+           std::to_string(::geteuid()) + ")";
+  }
+  if (writable_by_others(status)) {
+    char mode[8];
+    std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(status.st_mode & 07777));
+    return std::string("may be written by other users (mode ") + mode +
+           "; chmod go-w it, or point KILN_CACHE_DIR at a private directory)";
+  }
+  return std::nullopt;
+}
+
 // "/x/link/" and "/x/link/." name the link's target: lstat and O_NOFOLLOW would follow the link
 // through them, and the symbolic-link check would pass. The path without them names the link.
 std::filesystem::path without_trailing_separators(std::filesystem::path path) {
@@ -229,22 +249,7 @@ struct DiskCache::State {
       const std::string subject = checked == &directory ? "" : "is inside " + checked->string() + ", which ";
       struct stat status {};
       if (::lstat(checked->c_str(), &status) != 0) return Presence::Missing;
-      // Followed links, foreign owners and directories others may write to would let someone
-      // else choose the cubins we load.
-      if (S_ISLNK(status.st_mode)) {
-        return refuse(subject + "is a symbolic link, which kiln does not follow (point KILN_CACHE_DIR at the real directory)");
-      }
-      if (!S_ISDIR(status.st_mode)) return refuse(subject + "is not a directory");
-      if (status.st_uid != ::geteuid()) {
-        return refuse(subject + "is owned by uid " + std::to_string(status.st_uid) + ", not by this user (uid " +
-                      std::to_string(::geteuid()) + ")");
-      }
-      if (writable_by_others(status)) {
-        char mode[8];
-        std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(status.st_mode & 07777));
-        return refuse(subject + "may be written by other users (mode " + mode + "; chmod go-w it, or point " +
-                      "KILN_CACHE_DIR at a private directory)");
-      }
+      if (std::optional<std::string> why = not_private_because(status)) return refuse(subject + *why);
     }
     directory_state = DirectoryState::Ready;
     return Presence::Ready;
@@ -545,10 +550,12 @@ Result<std::filesystem::path> DiskCache::private_subdirectory(std::string_view n
     return cache_error(path, "cannot create the directory: " + describe_errno(error), error);
   }
   struct stat status {};
-  if (::lstat(path.c_str(), &status) != 0 || !S_ISDIR(status.st_mode) || status.st_uid != ::geteuid() ||
-      writable_by_others(status)) {
-    return cache_error(path, "is not a private directory of this user (a link, a file, another user's, or writable "
-                             "by others); remove it and kiln makes it again");
+  if (::lstat(path.c_str(), &status) != 0) {
+    const int error = errno;
+    return cache_error(path, "cannot check the directory: " + describe_errno(error), error);
+  }
+  if (std::optional<std::string> why = not_private_because(status)) {
+    return cache_error(path, "is not a private directory of this user: it " + *why + "; remove it and kiln makes it again");
   }
   return path;
 }

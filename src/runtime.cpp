@@ -452,6 +452,9 @@ struct Module::State {
                                    const std::string& label);
   // A cubin from the persistent cache that the driver refused: removed, so that it is compiled again.
   void discard_refused(const Hash128& key, const std::string& label, const Error& refusal);
+  // The cubin under `key` in the persistent cache, loaded on `device`; nullopt where there is none,
+  // or where the driver refuses it (it is then discarded). `label` is spelled only for the warning.
+  std::optional<LoadedImage> load_from_cache(const Hash128& key, int device, const std::function<std::string()>& label);
   Result<std::pair<Bytes, Path>> jit(std::size_t image, ByteView input, const std::string& kernel, Arch target,
                                      int device, const std::string& label);
   [[nodiscard]] std::string where(int device) const;
@@ -658,6 +661,18 @@ Result<LoadedImage> Module::State::jit_and_load(std::size_t image, ByteView inpu
   }
 }
 
+std::optional<LoadedImage> Module::State::load_from_cache(const Hash128& key, int device,
+                                                          const std::function<std::string()>& label) {
+  std::optional<Bytes> cubin = runtime->cache->get(key);
+  if (!cubin) return std::nullopt;
+  Result<LoadedImage> loaded = load_cubin(*runtime->driver, *modules, device, std::move(*cubin), Path::CacheHit);
+  if (!loaded) {
+    discard_refused(key, label(), loaded.error());
+    return std::nullopt;
+  }
+  return std::move(*loaded);
+}
+
 void Module::State::discard_refused(const Hash128& key, const std::string& label, const Error& refusal) {
   runtime->cache->discard(key);
   runtime->logger.write(LogLevel::Warn, label + ": the driver refused the cubin from the cache (" + refusal.describe() +
@@ -720,18 +735,14 @@ void Module::State::load_cached_whole_image(int device, std::size_t image, Arch 
   if (!runtime->cache || cached_whole_image(device, image) != nullptr) return;
   Result<Hash128> key = cache_key(image, "", target);
   if (!key) return;
-  std::optional<Bytes> cubin = runtime->cache->get(*key);
-  if (!cubin) return;  // not prewarmed: each kernel finds or compiles its own cubin
   // Loaded before it takes the slot, so that a cubin the driver refuses leaves the slot free for
   // compiling the image again; a thread that filled the slot meanwhile wins, and this module is
-  // unloaded with the others.
-  Result<LoadedImage> loaded = load_cubin(*runtime->driver, *modules, device, std::move(*cubin), Path::CacheHit);
-  if (!loaded) {
-    discard_refused(*key, bundle.name() + " " + bundle.images()[image].target.name() + " (whole)", loaded.error());
-    return;
-  }
+  // unloaded with the others. Not prewarmed: each kernel finds or compiles its own cubin.
+  std::optional<LoadedImage> loaded = load_from_cache(
+      *key, device, [&] { return bundle.name() + " " + bundle.images()[image].target.name() + " (whole)"; });
+  if (!loaded) return;
   Device& state = devices[static_cast<std::size_t>(device)];
-  (void)state.slot(state.images, image).get([&] { return std::move(loaded); });
+  (void)state.slot(state.images, image).get([&]() -> Result<LoadedImage> { return std::move(*loaded); });
 }
 
 const Result<WholeImageRecord>& Module::State::cache_whole_image(int device, std::size_t image, Arch target) {
@@ -816,17 +827,10 @@ Result<Kernel> Module::State::make_kernel(std::size_t index, int device) {
   // A kernel's own cubin (from the cache or just compiled) is loaded here; a whole image's
   // module is shared by its kernels.
   std::optional<LoadedImage> own;
+  // Spelled only where it is shown: a warm start demangles nothing.
+  auto label = [&] { return bundle.name() + " " + target.name() + " " + names->readable(index); };
   if (!whole && target.kind == ImageKind::Ptx && runtime->cache) {
-    if (Result<Hash128> key = cache_key(image, mangled, ptx_arch)) {
-      if (std::optional<Bytes> cached = runtime->cache->get(*key)) {
-        Result<LoadedImage> kernel_module = load_cubin(*runtime->driver, *modules, device, std::move(*cached), Path::CacheHit);
-        if (kernel_module) {
-          own = std::move(*kernel_module);
-        } else {
-          discard_refused(*key, bundle.name() + " " + target.name() + " " + names->readable(index), kernel_module.error());
-        }
-      }
-    }
+    if (Result<Hash128> key = cache_key(image, mangled, ptx_arch)) own = load_from_cache(*key, device, label);
   }
   if (!whole && !own) {
     const Result<ImageData>& loaded = data(image);
@@ -834,8 +838,7 @@ Result<Kernel> Module::State::make_kernel(std::size_t index, int device) {
     if (target.kind == ImageKind::Ptx && loaded->ptx->splittable()) {
       Result<std::string> piece = loaded->ptx->kernel_ptx(mangled);
       if (!piece) return failed(std::move(piece).error());
-      Result<LoadedImage> kernel_module = jit_and_load(image, as_bytes(*piece), mangled, ptx_arch, device,
-                                                       bundle.name() + " " + target.name() + " " + names->readable(index));
+      Result<LoadedImage> kernel_module = jit_and_load(image, as_bytes(*piece), mangled, ptx_arch, device, label());
       if (!kernel_module) return failed(std::move(kernel_module).error());
       own = std::move(*kernel_module);
     } else {
